@@ -1,0 +1,18 @@
+"""Rule aggregate: the grid's tables, statistics over seeds and comparisons."""
+
+import sys
+
+from reprogrid.jobs.analysis import aggregate_job
+from reprogrid.logs import setup_logging
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+setup_logging(sm.log[0])
+sys.exit(
+    aggregate_job(
+        experiment=sm.params.experiment,
+        runs=sm.params.runs,
+        axes=sm.params.axes,
+        analysis=sm.params.analysis,
+        outputs=dict(sm.output.items()),
+    )
+)

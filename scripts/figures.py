@@ -1,0 +1,18 @@
+"""Rule figures: learning curves, accuracy heatmap, seed spread and per-run curves."""
+
+import sys
+
+from reprogrid.jobs.analysis import figures_job
+from reprogrid.logs import setup_logging
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+setup_logging(sm.log[0])
+sys.exit(
+    figures_job(
+        histories=sm.input.histories,
+        runs=sm.input.runs,
+        summary=sm.input.summary,
+        axes=sm.params.axes,
+        outputs=dict(sm.output.items()),
+    )
+)

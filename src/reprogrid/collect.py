@@ -1,0 +1,71 @@
+"""Read the run folders of a grid into tables: one row per run, one row per run and epoch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from reprogrid import paths, stats
+
+METRIC_FIELDS = ("status", *stats.METRICS, "best_epoch", "epochs_run", "train_seconds")
+RUN_COLUMNS = (
+    *METRIC_FIELDS,
+    "threads",
+    "device",
+    "commit",
+    "dirty",
+    "slurm_job_id",
+)
+
+
+def _axis_values(provenance: dict, axes: Sequence[str]) -> dict:
+    train = provenance["config"]["train"]
+    return {axis: train[axis] for axis in axes}
+
+
+def runs_table(run_dirs: Iterable[tuple[str, str | Path]], axes: Sequence[str]) -> pd.DataFrame:
+    """One row per run: its id, axis values, status, metrics, seconds and code version."""
+    rows = []
+    for run, folder in run_dirs:
+        folder = Path(folder)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        provenance = json.loads((folder / "provenance.json").read_text())
+        slurm = provenance.get("slurm") or {}
+        rows.append(
+            {
+                "run": run,
+                **_axis_values(provenance, axes),
+                **{key: metrics.get(key) for key in METRIC_FIELDS},
+                "threads": provenance["config"]["resources"]["threads"],
+                "device": provenance["machine"]["device"],
+                "commit": provenance.get("commit"),
+                "dirty": provenance.get("dirty"),
+                "slurm_job_id": slurm.get("job_id"),
+            }
+        )
+    return pd.DataFrame(rows, columns=["run", *axes, *RUN_COLUMNS])
+
+
+def histories_table(
+    run_dirs: Iterable[tuple[str, str | Path]], axes: Sequence[str]
+) -> pd.DataFrame:
+    """Every run's learning curve stacked, labelled by run and axis values."""
+    frames = []
+    for run, folder in run_dirs:
+        folder = Path(folder)
+        provenance = json.loads((folder / "provenance.json").read_text())
+        # The curve's own `lr` column (the rate in force each epoch) would clash with the axis.
+        history = pd.read_csv(folder / "history.csv").rename(columns={"lr": "epoch_lr"})
+        for axis, value in reversed(list(_axis_values(provenance, axes).items())):
+            history.insert(0, axis, value)
+        history.insert(0, "run", run)
+        frames.append(history)
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_folders(experiment: str, runs: Iterable[str]) -> list[tuple[str, str]]:
+    """(run id, folder) for each run of an experiment."""
+    return [(run, paths.run_dir(experiment, run)) for run in runs]

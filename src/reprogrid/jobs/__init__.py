@@ -1,0 +1,1 @@
+"""One module per kind of pipeline job; each is what a rule script calls."""

@@ -1,0 +1,126 @@
+"""The training job: one run of the grid, with its provenance, written atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reprogrid import atomic, data, devices, paths, provenance, training
+from reprogrid.logs import setup_logging
+
+log = logging.getLogger("reprogrid")
+
+# Exit status of a job stopped by SIGTERM after saving its checkpoint (128 + 15, as a shell says).
+STOPPED_EXIT = 143
+
+
+def train_job(
+    *,
+    run: str,
+    params: Mapping[str, Any],
+    experiment: str,
+    split: Mapping[str, Any],
+    prepared_path: str,
+    checks_path: str,
+    outputs: Mapping[str, str],
+    log_path: str,
+    threads: int,
+    gpus: int,
+    repo_dir: str,
+) -> int:
+    """Train one run of the grid and write its outputs; the job's exit status."""
+    setup_logging(log_path)
+    started = provenance.now()
+    run_dir = Path(outputs["metrics"]).parent
+    device, gpu_lock = devices.select_device(gpus)
+    log.info("run %s on %s with %d thread(s)", run, device, threads)
+
+    load_tick = time.perf_counter()
+    prepared = data.load_prepared(prepared_path)
+    log.info("data loaded in %.3f s", time.perf_counter() - load_tick)
+    checks = json.loads(Path(checks_path).read_text())
+
+    def report(row: Mapping[str, Any]) -> None:
+        log.info(
+            "epoch %d: train_loss %.4f val_acc %.4f test_acc %.4f (%.1f s)",
+            row["epoch"],
+            row["train_loss"],
+            row["val_acc"],
+            row["test_acc"],
+            row["epoch_seconds"],
+        )
+
+    try:
+        result = training.train_one_run(
+            prepared,
+            params,
+            val_fraction=split["val_fraction"],
+            split_seed=split["split_seed"],
+            checkpoint_path=run_dir / paths.CHECKPOINT,
+            threads=threads,
+            device=device,
+            on_epoch=report,
+        )
+    except training.Stopped as stop:
+        log.info("%s", stop)
+        return STOPPED_EXIT
+
+    git = provenance.git_state(repo_dir)
+    patch = run_dir / paths.DIFF_PATCH
+    if git["diff"]:
+        atomic.write_text(patch, git["diff"])
+    else:
+        patch.unlink(missing_ok=True)
+    machine = provenance.machine(device)
+    record = {
+        "run": run,
+        "experiment": experiment,
+        "seed": params["seed"],
+        "config": {
+            "experiment": experiment,
+            "data": {"dataset": checks["dataset"], **split},
+            "train": dict(params),
+            "resources": {"threads": threads, "gpu": gpus},
+        },
+        "commit": git["commit"],
+        "dirty": git["dirty"],
+        "git": {
+            **{key: value for key, value in git.items() if key != "diff"},
+            "patch": paths.DIFF_PATCH if git["diff"] else None,
+        },
+        "hostname": machine["hostname"],
+        "machine": machine,
+        "deterministic": params["deterministic"],
+        "data_sha256": {**checks["raw_sha256"], "prepared": checks["prepared_sha256"]},
+        "dataset": checks["dataset"],
+        "parameters": result.parameters,
+        "slurm": provenance.slurm(),
+        "env": provenance.environment_variables(),
+        "packages": provenance.packages(),
+        "resumed_from_epoch": result.resumed_from,
+        "started": started,
+        "finished": provenance.now(),
+        "command": {"argv": sys.argv, "target": outputs["metrics"]},
+        "torch_threads": torch.get_num_threads(),
+    }
+    atomic.write_json(outputs["provenance"], record)
+    training.write_outputs(
+        result,
+        cfg=params,
+        num_classes=prepared["num_classes"],
+        model_path=outputs["model"],
+        history_path=outputs["history"],
+        metrics_path=outputs["metrics"],
+    )
+    (run_dir / paths.CHECKPOINT).unlink(missing_ok=True)
+    log.info("run %s finished: %s", run, result.metrics)
+    if gpu_lock is not None:
+        gpu_lock.close()
+    return 0

@@ -1,0 +1,138 @@
+"""Where every file of the pipeline lives. The one place that spells a path.
+
+All paths are relative to the working directory Snakemake runs in. A run is named by its
+axis values, `arch=cnn/lr=0.01/seed=3`: the core axes always, in that order, and any other
+grid axis (batch_size, optimizer, ...) only where its value differs from the built-in
+default, so adding an axis that keeps yesterday's value moves no existing run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+RESULTS = "results"
+RESOURCES = "resources"
+REPORTS = "reports"
+
+# The axes every grid has; `seed` comes last so that one folder holds all seeds of a setting.
+CORE_AXES = ("arch", "lr", "seed")
+
+RUN_FILES = ("metrics.json", "history.csv", "model.pt", "provenance.json")
+CHECKPOINT = "checkpoint.pt"
+TRAIN_LOG = "train.log"
+DIFF_PATCH = "uncommitted.patch"
+
+# Figures (PNG for the report, PDF for a thesis) and tables, under reports/<experiment>/.
+REPORT_FIGURES = {
+    "curves": "learning_curves",
+    "heatmap": "accuracy_heatmap",
+    "spread": "seed_spread",
+}
+REPORT_TABLES = {
+    "summary_html": "summary.html",
+    "comparisons_html": "comparisons.html",
+    "provenance_html": "provenance.html",
+    "reproduction_html": "reproduction.html",
+    "labbook_html": "labbook.html",
+    "summary_tex": "summary.tex",
+    "comparisons_tex": "comparisons.tex",
+    "summary_md": "summary.md",
+}
+RUN_FIGURES = "runs"
+
+# A run id is a chain of `key=value` folders; the regex lets Snakemake match it as one wildcard.
+RUN_ID_REGEX = r"arch=[^/]+/lr=[^/]+(?:/[a-z_]+=[^/]+)*/seed=[0-9]+"
+
+
+def format_value(value: Any) -> str:
+    """Spell an axis value the way it appears in a run folder name."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def run_id(axes: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    """The folder name of one run, from its axis values (`axes`) and the training defaults."""
+    extra = sorted(
+        key
+        for key in axes
+        if key not in CORE_AXES and format_value(axes[key]) != format_value(defaults.get(key))
+    )
+    order = ["arch", "lr", *extra, "seed"]
+    return "/".join(f"{key}={format_value(axes[key])}" for key in order)
+
+
+def parse_run_id(run: str) -> dict[str, str]:
+    """The `key -> value` strings a run id is made of."""
+    return dict(part.split("=", 1) for part in run.split("/"))
+
+
+def experiment_dir(experiment: str) -> str:
+    return f"{RESULTS}/{experiment}"
+
+
+def run_dir(experiment: str, run: str) -> str:
+    return f"{RESULTS}/{experiment}/runs/{run}"
+
+
+def run_file(experiment: str, run: str, name: str) -> str:
+    return f"{run_dir(experiment, run)}/{name}"
+
+
+def summary_file(experiment: str, name: str) -> str:
+    return f"{RESULTS}/{experiment}/summary/{name}"
+
+
+def audit_file(experiment: str, name: str) -> str:
+    return f"{RESULTS}/{experiment}/audit/{name}"
+
+
+def audit_scratch(experiment: str) -> str:
+    return f"{RESULTS}/{experiment}/audit/scratch"
+
+
+def data_dir(dataset: str) -> str:
+    return f"{RESOURCES}/data/{dataset}"
+
+
+def prepared_data(dataset: str) -> str:
+    return f"{data_dir(dataset)}/prepared.pt"
+
+
+def data_checks(dataset: str) -> str:
+    return f"{data_dir(dataset)}/checks.json"
+
+
+def data_log(dataset: str) -> str:
+    return f"{data_dir(dataset)}/prepare.log"
+
+
+def download_dir(dataset: str) -> str:
+    return f"{data_dir(dataset)}/download"
+
+
+def report_dir(experiment: str) -> str:
+    return f"{REPORTS}/{experiment}"
+
+
+def report_file(experiment: str, name: str) -> str:
+    return f"{REPORTS}/{experiment}/{name}"
+
+
+def log_file(experiment: str, name: str) -> str:
+    return f"logs/{experiment}/{name}.log"
+
+
+def export_pythonpath(src: str) -> None:
+    """Put `src` first on PYTHONPATH, for this process's children.
+
+    Rule scripts, local or on a cluster node, then import the package from the checkout
+    whose commit the provenance records, whatever environment runs them.
+    """
+    current = os.environ.get("PYTHONPATH", "")
+    if src not in current.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(part for part in (src, current) if part)

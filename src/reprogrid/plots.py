@@ -1,0 +1,159 @@
+"""Figures of a grid, drawn with seaborn from the summary tables.
+
+Each function takes tables and returns a matplotlib Figure; `save` writes it as PNG (for
+the HTML report) and PDF (for a thesis), atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from reprogrid import atomic
+
+CURVE_METRICS = {"val_acc": "validation accuracy", "train_loss": "training loss"}
+
+
+def _setting_label(frame: pd.DataFrame, axes: Sequence[str]) -> pd.Series:
+    """'lr=0.001' or 'lr=0.001 batch_size=256': every axis but arch, for legends and rows."""
+    others = [axis for axis in axes if axis != "arch"]
+    if not others:
+        return pd.Series([""] * len(frame), index=frame.index)
+    return (
+        frame[others]
+        .astype(str)
+        .apply(lambda row: " ".join(f"{axis}={row[axis]}" for axis in others), axis=1)
+    )
+
+
+def learning_curves(histories: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
+    """Validation accuracy and training loss per epoch: mean over seeds with a ±1 sd band."""
+    frame = histories.copy()
+    frame["setting"] = _setting_label(frame, axes)
+    long = frame.melt(
+        id_vars=["arch", "setting", "seed", "epoch"],
+        value_vars=list(CURVE_METRICS),
+        var_name="metric",
+        value_name="value",
+    )
+    long["metric"] = long["metric"].map(CURVE_METRICS)
+    grid = sns.relplot(
+        data=long,
+        x="epoch",
+        y="value",
+        hue="arch",
+        style="setting",
+        col="metric",
+        kind="line",
+        errorbar="sd",
+        markers=True,
+        facet_kws={"sharey": False},
+        height=3.6,
+        aspect=1.2,
+    )
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("epoch", "")
+    for ax in grid.axes.flat:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    grid.figure.suptitle("Learning curves (mean over seeds, band: ±1 sd)", y=1.03)
+    return grid.figure
+
+
+def accuracy_heatmap(summary: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
+    """Mean test accuracy of every setting: architectures by rows, learning rates by columns."""
+    frame = summary.copy()
+    others = [axis for axis in axes if axis not in ("arch", "lr")]
+    frame["row"] = frame["arch"].astype(str)
+    if others:
+        frame["row"] += " " + _setting_label(frame[[*others, "arch"]], others)
+    table = frame.pivot_table(index="row", columns="lr", values="test_acc_mean")
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * table.shape[1], 1.2 + 0.6 * table.shape[0]))
+    sns.heatmap(
+        table * 100,
+        annot=True,
+        fmt=".2f",
+        cmap="viridis",
+        ax=ax,
+        cbar_kws={"label": "test accuracy (%)"},
+    )
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("architecture")
+    ax.set_title("Mean test accuracy over seeds (%)")
+    fig.tight_layout()
+    return fig
+
+
+def seed_spread(runs: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
+    """Test accuracy of every run, one point per seed, with a box per setting."""
+    frame = runs[runs["status"] == "ok"].copy()
+    frame["setting"] = _setting_label(frame, axes)
+    frame["test accuracy (%)"] = frame["test_acc"].astype(float) * 100
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * max(frame["setting"].nunique(), 1) * 1.5, 3.8))
+    sns.boxplot(
+        data=frame,
+        x="setting",
+        y="test accuracy (%)",
+        hue="arch",
+        ax=ax,
+        fill=False,
+        showfliers=False,
+        legend=False,
+    )
+    sns.stripplot(
+        data=frame,
+        x="setting",
+        y="test accuracy (%)",
+        hue="arch",
+        ax=ax,
+        dodge=True,
+        size=6,
+        jitter=0.1,
+    )
+    ax.set_xlabel("")
+    ax.set_title("Spread over seeds (one point per run)")
+    fig.tight_layout()
+    return fig
+
+
+def run_curve(history: pd.DataFrame, title: str) -> plt.Figure:
+    """One run's accuracy and loss per epoch."""
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(8, 3))
+    for split in ("train", "val", "test"):
+        acc.plot(history["epoch"], history[f"{split}_acc"] * 100, marker="o", label=split)
+        loss.plot(history["epoch"], history[f"{split}_loss"], marker="o", label=split)
+    acc.set_ylabel("accuracy (%)")
+    loss.set_ylabel("loss")
+    for ax in (acc, loss):
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    acc.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: plt.Figure, path: str | Path) -> None:
+    """Write `fig` to `path` (format from the suffix), atomically, and free it."""
+    path = Path(path)
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(
+            tmp,
+            format=path.suffix.lstrip("."),
+            dpi=150,
+            bbox_inches="tight",
+            metadata=_fixed_metadata(path.suffix),
+        )
+    plt.close(fig)
+
+
+def _fixed_metadata(suffix: str) -> dict:
+    # Without a fixed date, every rebuild of a PDF differs in bytes though not in content.
+    return {"CreationDate": None} if suffix == ".pdf" else {}

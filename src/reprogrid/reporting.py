@@ -1,0 +1,205 @@
+"""Tables and texts of the report: HTML for `snakemake --report`, LaTeX and Markdown for theses."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import markdown
+import pandas as pd
+
+from reprogrid import stats
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }
+th { background: #f3f3f3; }
+td:first-child, th:first-child { text-align: left; }
+.warning { background: #fff3cd; border: 1px solid #e0c36c; padding: 0.6em; }
+.met { color: #176c2f; font-weight: bold; }
+.notmet { color: #a12626; font-weight: bold; }
+pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
+"""
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page."""
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
+        f"<body><h2>{html.escape(title)}</h2>\n{body}\n</body></html>\n"
+    )
+
+
+def html_table(frame: pd.DataFrame, digits: int = 4) -> str:
+    return frame.to_html(
+        index=False, float_format=lambda x: f"{x:.{digits}f}", na_rep="-", border=0
+    )
+
+
+def _pm(mean: float, sd: float) -> str:
+    if pd.isna(mean):
+        return "-"
+    return f"{mean * 100:.2f} ± {sd * 100:.2f}" if not pd.isna(sd) else f"{mean * 100:.2f}"
+
+
+def _interval(low: float, high: float) -> str:
+    return "-" if pd.isna(low) else f"[{low * 100:.2f}, {high * 100:.2f}]"
+
+
+def summary_display(summary: pd.DataFrame, axes: Sequence[str], confidence: float) -> pd.DataFrame:
+    """The summary as a reader wants it: accuracy in percent, mean ± sd and the interval."""
+    ci = stats.interval_name(confidence)
+    shown = summary[list(axes)].copy()
+    shown["n"] = summary["n"]
+    shown["diverged"] = summary["n_diverged"]
+    for metric, name in (("val_acc", "val acc (%)"), ("test_acc", "test acc (%)")):
+        shown[name] = [
+            _pm(m, s)
+            for m, s in zip(summary[f"{metric}_mean"], summary[f"{metric}_sd"], strict=True)
+        ]
+    shown[f"test acc {round(confidence * 100)}% CI"] = [
+        _interval(lo, hi)
+        for lo, hi in zip(
+            summary[f"test_acc_{ci}_low"], summary[f"test_acc_{ci}_high"], strict=True
+        )
+    ]
+    return shown
+
+
+def comparisons_display(comparisons: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Pairwise comparisons with differences in percentage points."""
+    shown = pd.DataFrame(
+        {
+            "A": comparisons["arch_a"] + " (" + comparisons["setting_a"] + ")",
+            "B": comparisons["arch_b"] + " (" + comparisons["setting_b"] + ")",
+            "test": comparisons["test"],
+            "diff A-B (pts)": (comparisons["diff"] * 100).round(2),
+            f"{round(confidence * 100)}% CI": [
+                _interval(lo, hi)
+                for lo, hi in zip(comparisons["diff_low"], comparisons["diff_high"], strict=True)
+            ],
+            "effect size": comparisons["effect_size"].round(2),
+            "p": comparisons["p_value"].map(lambda p: f"{p:.3g}"),
+            "p (Holm)": comparisons["p_holm"].map(lambda p: f"{p:.3g}"),
+        }
+    )
+    return shown
+
+
+def latex_table(frame: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs LaTeX table (needs \\usepackage{booktabs})."""
+    escaped = frame.copy()
+    escaped.columns = [_latex_escape(str(c)) for c in escaped.columns]
+    for column in escaped.columns:
+        escaped[column] = escaped[column].map(
+            lambda v: _latex_escape(str(v)) if not isinstance(v, float) else f"{v:g}"
+        )
+    return escaped.style.hide(axis="index").to_latex(
+        hrules=True,
+        caption=_latex_escape(caption),
+        label=label,
+        position="htbp",
+        position_float="centering",
+    )
+
+
+def _latex_escape(text: str) -> str:
+    table = {"%": r"\%", "_": r"\_", "&": r"\&", "#": r"\#", "±": r"$\pm$"}
+    return "".join(table.get(ch, ch) for ch in text)
+
+
+def conclusion_html(conclusion: Mapping[str, Any]) -> str:
+    criterion = conclusion["criterion"]
+    met = criterion.get("met")
+    css = "met" if met else ("notmet" if met is False else "")
+    body = f"<p class='{css}'>{html.escape(criterion['statement'])}</p>"
+    body += (
+        f"<p>{conclusion['runs']} runs: {conclusion['ok']} ok, "
+        f"{conclusion['diverged']} diverged (diverged runs are counted, never averaged in).</p>"
+    )
+    warning = conclusion["code_versions"]["warning"]
+    if warning:
+        body += f"<p class='warning'>{html.escape(warning)}</p>"
+    return body
+
+
+def provenance_table(
+    runs: pd.DataFrame, provenances: Mapping[str, Mapping[str, Any]]
+) -> pd.DataFrame:
+    """Per run: commit, dirty flag, host, device, versions, Slurm job."""
+    rows = []
+    for run in runs["run"]:
+        record = provenances[run]
+        machine = record["machine"]
+        rows.append(
+            {
+                "run": run,
+                "commit": (record.get("commit") or "none")[:12],
+                "dirty": record.get("dirty"),
+                "host": machine["hostname"],
+                "device": machine["device"],
+                "torch": machine["torch"],
+                "cuda": machine["cuda"] or "-",
+                "python": machine["python"],
+                "threads": record["config"]["resources"]["threads"],
+                "deterministic": record["deterministic"],
+                "slurm job": (record.get("slurm") or {}).get("job_id") or "-",
+                "resumed from epoch": record.get("resumed_from_epoch") or "-",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def reproduction_guide(
+    experiment: str,
+    provenances: Mapping[str, Mapping[str, Any]],
+    summary_shown: pd.DataFrame,
+) -> str:
+    """The exact steps that rebuild this experiment, with the results to expect (Markdown)."""
+    commits = sorted({p.get("commit") or "unknown" for p in provenances.values()})
+    remotes = sorted({p["git"].get("remote") or "<this repository>" for p in provenances.values()})
+    dirty = sorted(run for run, p in provenances.items() if p.get("dirty"))
+    first = next(iter(provenances.values()))
+    lines = [
+        f"# Reproducing `{experiment}`",
+        "",
+        f"Produced by commit {', '.join(f'`{c}`' for c in commits)} "
+        f"with Python {first['machine']['python']} and torch {first['machine']['torch']}.",
+        "",
+        "```bash",
+        f"git clone {remotes[0]} reprogrid && cd reprogrid",
+        f"git checkout {commits[0]}",
+        "python3 -m venv .venv && . .venv/bin/activate",
+        "pip install -e '.[dev]'",
+        f"snakemake --cores 8 --config experiment={experiment}",
+        "```",
+        "",
+        "One run alone: `reprogrid reproduce results/<experiment>/runs/<run>` prints its steps, "
+        "and `--execute` runs them in a scratch folder and compares the weights bit for bit.",
+        "",
+    ]
+    if len(commits) > 1:
+        lines += ["**Warning:** the runs come from several commits; reproduce each run alone.", ""]
+    if dirty:
+        lines += [
+            f"**Warning:** {len(dirty)} run(s) were made on a dirty tree; each keeps its "
+            "uncommitted diff as `uncommitted.patch` in its folder "
+            "(`git apply` it after checkout).",
+            "",
+        ]
+    lines += ["## Expected results", "", summary_shown.to_markdown(index=False), ""]
+    return "\n".join(lines)
+
+
+def markdown_page(title: str, text: str) -> str:
+    """Markdown rendered into an HTML page."""
+    return page(title, markdown.markdown(text, extensions=["tables", "fenced_code"]))
+
+
+def read_provenances(folders: Sequence[tuple[str, str | Path]]) -> dict[str, dict]:
+    return {run: json.loads((Path(f) / "provenance.json").read_text()) for run, f in folders}

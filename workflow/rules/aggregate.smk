@@ -1,0 +1,32 @@
+# Tables across the grid: one row per run, and statistics over seeds per setting.
+
+
+localrules:
+    aggregate,
+
+
+rule aggregate:
+    input:
+        metrics=run_outputs("metrics.json"),
+        provenance=run_outputs("provenance.json"),
+        history=run_outputs("history.csv"),
+    output:
+        runs=paths.summary_file(EXPERIMENT, "runs.csv"),
+        histories=paths.summary_file(EXPERIMENT, "histories.csv"),
+        summary=paths.summary_file(EXPERIMENT, "summary.csv"),
+        best=paths.summary_file(EXPERIMENT, "best.csv"),
+        comparisons=paths.summary_file(EXPERIMENT, "comparisons.csv"),
+        conclusion=paths.summary_file(EXPERIMENT, "conclusion.json"),
+    log:
+        paths.log_file(EXPERIMENT, "aggregate"),
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        experiment=EXPERIMENT,
+        runs=list(RUNS),
+        axes=configuration.grid_axes(config),
+        analysis=config["analysis"],
+    message:
+        "Summarising the runs of {params.experiment}"
+    script:
+        "../../scripts/aggregate.py"

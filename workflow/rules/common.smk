@@ -1,0 +1,113 @@
+# Configuration, the grid and every path of this experiment; rules below only declare.
+import shutil
+import sys
+from pathlib import Path
+
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+from reprogrid import catalog, paths
+from reprogrid import config as configuration
+
+paths.export_pythonpath(SRC)
+
+CONFIG_DIR = Path(workflow.basedir) / "config"
+SCHEMA = configuration.load_schema(
+    Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+)
+try:
+    RESOLVED = configuration.resolve(
+        SCHEMA,
+        CONFIG_DIR / "config.yaml",
+        CONFIG_DIR / "experiments",
+        workflow.config_settings.configfiles,
+        workflow.config_settings.config,
+    )
+except configuration.ConfigError as error:
+    sys.exit(f"reprogrid: {error}")
+config.clear()
+config.update(RESOLVED)
+
+EXPERIMENT = config["experiment"]
+DATASET = config["data"]["dataset"]
+RUNS = configuration.expand_grid(config, SCHEMA)
+TRAIN = config["resources"]
+
+if config["debug"] and workflow.is_main_process and not workflow.dryrun:
+    # Debug runs are scratch: start from nothing each time, never from an old debug run.
+    shutil.rmtree(paths.experiment_dir(EXPERIMENT), ignore_errors=True)
+
+
+wildcard_constraints:
+    run=paths.RUN_ID_REGEX,
+
+
+def run_outputs(name):
+    """One file of every run of the grid."""
+    return [paths.run_file(EXPERIMENT, run, name) for run in RUNS]
+
+
+def run_params(wildcards):
+    return RUNS[wildcards.run]
+
+
+def raw_inputs():
+    """The four raw IDX files when they come from data.raw_dir, so editing them re-prepares."""
+    if config["data"]["raw_dir"] is None:
+        return []
+    folder = Path(config["data"]["raw_dir"])
+    return [
+        str(catalog.find_idx_file(folder, stem)) for stem in catalog.IDX_FILES.values()
+    ]
+
+
+def summary_targets():
+    return [
+        paths.summary_file(EXPERIMENT, name)
+        for name in ("runs.csv", "summary.csv", "best.csv", "comparisons.csv")
+    ]
+
+
+def report_targets():
+    figures = [
+        paths.report_file(EXPERIMENT, f"{stem}.{suffix}")
+        for stem in paths.REPORT_FIGURES.values()
+        for suffix in ("png", "pdf")
+    ]
+    return figures + [
+        paths.report_file(EXPERIMENT, name) for name in paths.REPORT_TABLES.values()
+    ]
+
+
+def report_figure(key):
+    """A figure's PNG, flagged for the HTML report with its caption."""
+    stem = paths.REPORT_FIGURES[key]
+    return report(
+        paths.report_file(EXPERIMENT, f"{stem}.png"),
+        caption=f"../report/{stem}.rst",
+        category="Results",
+        labels={"figure": stem.replace("_", " ")},
+    )
+
+
+def figure_pdf(key):
+    return paths.report_file(EXPERIMENT, f"{paths.REPORT_FIGURES[key]}.pdf")
+
+
+def report_table(key, category, caption):
+    """A report page, flagged for the HTML report in `category` with its caption."""
+    return report(
+        paths.report_file(EXPERIMENT, paths.REPORT_TABLES[key]),
+        caption=f"../report/{caption}.rst",
+        category=category,
+        labels={"table": caption},
+    )
+
+
+def thesis_file(key):
+    return paths.report_file(EXPERIMENT, paths.REPORT_TABLES[key])
+
+
+def labbook():
+    """The experiment's lab book, when it has one."""
+    path = CONFIG_DIR / "experiments" / f"{EXPERIMENT}.md"
+    return [str(path)] if path.is_file() else []

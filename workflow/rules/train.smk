@@ -1,0 +1,32 @@
+# One job per run of the grid; everything the run depends on is in its params.
+
+
+rule train:
+    input:
+        data=paths.prepared_data(DATASET),
+        checks=paths.data_checks(DATASET),
+    output:
+        metrics=paths.run_file(EXPERIMENT, "{run}", "metrics.json"),
+        history=paths.run_file(EXPERIMENT, "{run}", "history.csv"),
+        model=paths.run_file(EXPERIMENT, "{run}", "model.pt"),
+        provenance=paths.run_file(EXPERIMENT, "{run}", "provenance.json"),
+    log:
+        paths.run_file(EXPERIMENT, "{run}", paths.TRAIN_LOG),
+    conda:
+        "../../envs/train.yaml"
+    threads: TRAIN["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: TRAIN["mem_mb"] * attempt,
+        runtime=lambda wildcards, attempt: TRAIN["runtime"] * attempt,
+        gpu=TRAIN["gpu"],
+    params:
+        train=run_params,
+        experiment=EXPERIMENT,
+        split={
+            "val_fraction": config["data"]["val_fraction"],
+            "split_seed": config["data"]["split_seed"],
+        },
+    message:
+        "Training {wildcards.run}"
+    script:
+        "../../scripts/train.py"
