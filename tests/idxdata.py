@@ -34,13 +34,15 @@ def write_dataset(
 ) -> Path:
     """Write the four gzipped IDX files of a 10-class toy data set into `folder`.
 
-    Each class is a fixed random pattern of bright strokes; images are that pattern plus
+    Each class is a fixed random pattern of bright blocks; images are that pattern plus
     Gaussian noise, so a model must learn but can learn fast.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    templates = (rng.random((10, 28, 28)) > 0.75) * 200.0
+    # Coarse 7x7 patterns blown up to 28x28: shapes with edges, which convolutions see well.
+    coarse = (rng.random((10, 7, 7)) > 0.6) * 200.0
+    templates = np.kron(coarse, np.ones((1, 4, 4)))
     train = make_split(n_train, rng, templates, noise)
     test = make_split(n_test, rng, templates, noise)
     arrays = {

@@ -1,0 +1,133 @@
+"""Statistics against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from reprogrid import stats
+
+AXES = ["arch", "lr"]
+
+
+def runs_frame(rows):
+    frame = pd.DataFrame(rows, columns=["arch", "lr", "seed", "status", "test_acc", "val_acc"])
+    frame["test_loss"] = 1 - frame["test_acc"]
+    frame["val_loss"] = 1 - frame["val_acc"]
+    frame["train_seconds"] = 1.0
+    frame["run"] = [
+        f"arch={a}/lr={lr}/seed={s}"
+        for a, lr, s in zip(frame.arch, frame.lr, frame.seed, strict=True)
+    ]
+    return frame
+
+
+@pytest.fixture
+def runs():
+    return runs_frame(
+        [
+            ("cnn", 0.1, 0, "ok", 0.90, 0.80),
+            ("cnn", 0.1, 1, "ok", 0.92, 0.82),
+            ("cnn", 0.1, 2, "ok", 0.94, 0.84),
+            ("cnn", 0.01, 0, "ok", 0.99, 0.70),
+            ("cnn", 0.01, 1, "ok", 0.98, 0.71),
+            ("cnn", 0.01, 2, "diverged", None, None),
+            ("mlp", 0.1, 0, "ok", 0.88, 0.60),
+            ("mlp", 0.1, 1, "ok", 0.91, 0.61),
+            ("mlp", 0.1, 2, "ok", 0.90, 0.62),
+        ]
+    )
+
+
+def test_t_interval_matches_the_textbook_formula():
+    low, high = stats.t_interval([0.90, 0.92, 0.94])
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)  # t(0.975, df=2) * sd / sqrt(n)
+    assert low == pytest.approx(0.92 - half, abs=1e-9)
+    assert high == pytest.approx(0.92 + half, abs=1e-9)
+    assert all(math.isnan(v) for v in stats.t_interval([0.5]))
+
+
+def test_summary_counts_diverged_runs_without_averaging_them(runs):
+    summary = stats.summarise(runs, AXES).set_index(["arch", "lr"])
+    row = summary.loc[("cnn", 0.01)]
+    assert row["n"] == 2 and row["n_runs"] == 3 and row["n_diverged"] == 1
+    assert row["test_acc_mean"] == pytest.approx(0.985)
+    assert row["test_acc_sd"] == pytest.approx(math.sqrt(0.00005))
+    full = summary.loc[("cnn", 0.1)]
+    assert full["test_acc_mean"] == pytest.approx(0.92)
+    assert full["test_acc_sd"] == pytest.approx(0.02)
+    assert full["test_acc_ci95_low"] == pytest.approx(
+        0.92 - 4.302652729911275 * 0.02 / math.sqrt(3)
+    )
+    assert len(summary) == 3
+
+
+def test_best_setting_is_chosen_on_validation_not_test(runs):
+    best = stats.select_best(stats.summarise(runs, AXES), AXES).set_index("arch")
+    # lr=0.01 has the higher test accuracy, lr=0.1 the higher validation accuracy.
+    assert best.loc["cnn", "lr"] == 0.1
+    assert best.loc["mlp", "lr"] == 0.1
+
+
+def test_holm_adjustment_by_hand():
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = stats.holm([0.5, float("nan"), 0.01])
+    assert adjusted[0] == pytest.approx(0.5) and adjusted[2] == pytest.approx(0.02)
+    assert math.isnan(adjusted[1])
+
+
+def test_paired_comparison_over_shared_seeds(runs):
+    best = stats.select_best(stats.summarise(runs, AXES), AXES)
+    table = stats.compare(runs, best, AXES)
+    row = table.iloc[0]
+    assert (row["arch_a"], row["arch_b"], row["test"]) == ("cnn", "mlp", "paired t")
+    diffs = [0.02, 0.01, 0.04]
+    assert row["diff"] == pytest.approx(sum(diffs) / 3)
+    expected = scipy_stats.ttest_rel([0.90, 0.92, 0.94], [0.88, 0.91, 0.90])
+    assert row["p_value"] == pytest.approx(expected.pvalue)
+    assert row["p_holm"] == pytest.approx(expected.pvalue)
+    sd = pd.Series(diffs).std()
+    assert row["effect_size"] == pytest.approx((sum(diffs) / 3) / sd)
+    assert row["diff_low"] < row["diff"] < row["diff_high"]
+
+
+def test_welch_comparison_when_seeds_differ():
+    a = pd.Series([0.90, 0.92, 0.94], index=[0, 1, 2])
+    b = pd.Series([0.80, 0.85, 0.83, 0.81], index=[10, 11, 12, 13])
+    result = stats.compare_pair(a, b, 0.95)
+    expected = scipy_stats.ttest_ind(a, b, equal_var=False)
+    assert result["test"] == "Welch t"
+    assert result["p_value"] == pytest.approx(expected.pvalue)
+    assert result["df"] == pytest.approx(expected.df)
+    assert result["diff"] == pytest.approx(0.92 - 0.8225)
+
+
+def test_criterion_is_met_or_not_with_its_numbers(runs):
+    best = stats.select_best(stats.summarise(runs, AXES), AXES)
+    table = stats.compare(runs, best, AXES)
+    easy = stats.evaluate_criterion(table, {"better": "cnn", "worse": "mlp", "min_diff": 0.01}, 0.2)
+    assert easy["met"] is True and "MET" in easy["statement"]
+    hard = stats.evaluate_criterion(table, {"better": "cnn", "worse": "mlp", "min_diff": 0.05}, 0.2)
+    assert hard["met"] is False and "NOT MET" in hard["statement"]
+    reverse = stats.evaluate_criterion(table, {"better": "mlp", "worse": "cnn", "min_diff": 0}, 0.2)
+    assert reverse["met"] is False and reverse["diff"] < 0
+    assert stats.evaluate_criterion(table, None, 0.05)["met"] is None
+
+
+def test_mixed_code_versions_are_flagged():
+    frame = pd.DataFrame(
+        {
+            "run": ["a", "b", "c"],
+            "commit": ["1" * 40, "2" * 40, "1" * 40],
+            "dirty": [False, True, False],
+        }
+    )
+    versions = stats.code_versions(frame)
+    assert versions["mixed"] is True
+    assert versions["dirty_runs"] == ["b"]
+    assert "2 different commits" in versions["warning"]
+    clean = stats.code_versions(frame.assign(commit="1" * 40, dirty=False))
+    assert clean["mixed"] is False and clean["warning"] is None
