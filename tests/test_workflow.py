@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import pandas as pd
 import pytest
@@ -79,6 +81,48 @@ def test_report_holds_the_figures(finished):
         assert name in report
     for name in ("learning_curves.pdf", "seed_spread.pdf", "summary.tex"):
         assert (folder / "reports/tiny" / name).is_file()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HEADLESS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=15000",
+]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/install-system)")
+def test_report_renders_in_a_headless_browser(finished, tmp_path):
+    folder, config = finished
+    snakemake(folder, "--report", "browser.html", "--configfile", str(config))
+    dom = subprocess.run(
+        [CHROMIUM, *HEADLESS, f"--user-data-dir={tmp_path}", "--dump-dom",
+         (folder / "browser.html").as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    # The report is a client-side app: these menu entries exist only once its script has run.
+    for category in ("Results", "Runs", "Provenance", "Reproduction", "Lab book"):
+        assert f"<span>{category}</span>" in dom
+    for page in ("learning_curves.png", "provenance.html", "reproduction.html", "labbook.html"):
+        assert page in dom
+
+
+def test_thesis_outputs(finished):
+    folder, _ = finished
+    reports = folder / "reports/tiny"
+    table = (reports / "summary.tex").read_text()
+    assert "\\toprule" in table and "\\bottomrule" in table
+    assert "\\toprule" in (reports / "comparisons.tex").read_text()
+    assert (reports / "learning_curves.pdf").read_bytes().startswith(b"%PDF")
+    assert "Summary over seeds" in (reports / "summary.md").read_text()
+    runs = sorted(p.name for p in (reports / "runs").glob("*.png"))
+    assert len(runs) == 8 and runs[0] == "arch=cnn,lr=0.001,seed=0.png"
 
 
 def test_inspection_commands_work(finished):

@@ -86,6 +86,7 @@ def accuracy_heatmap(summary: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
     )
     ax.set_xlabel("learning rate")
     ax.set_ylabel("architecture")
+    ax.tick_params(axis="y", rotation=0)
     ax.set_title("Mean test accuracy over seeds (%)")
     fig.tight_layout()
     return fig
