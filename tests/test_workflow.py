@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from conftest import snakemake, tiny_grid, write_config
 
@@ -20,7 +22,7 @@ def finished(tmp_path_factory, raw_dir):
     from conftest import copy_project
 
     folder = copy_project(tmp_path_factory.mktemp("grid") / "project")
-    config = write_config(folder, tiny_grid(raw_dir))
+    config = write_config(folder, tiny_grid(raw_dir, grid={"seed": [0, 1, 2]}))
     snakemake(folder, "--cores", "2", "--configfile", str(config))
     return folder, config
 
@@ -28,7 +30,7 @@ def finished(tmp_path_factory, raw_dir):
 def test_every_run_folder_is_complete(finished):
     folder, _ = finished
     runs = sorted((folder / "results/tiny/runs").glob("arch=*/lr=*/seed=*"))
-    assert len(runs) == 8
+    assert len(runs) == 12
     for run in runs:
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["status"] == "ok"
@@ -50,10 +52,38 @@ def test_summary_tables_have_one_row_per_run_and_setting(finished):
     folder, _ = finished
     runs = pd.read_csv(folder / "results/tiny/summary/runs.csv")
     summary = pd.read_csv(folder / "results/tiny/summary/summary.csv")
-    assert len(runs) == 8
+    assert len(runs) == 12
     assert len(summary) == 4
     assert {"test_acc_mean", "test_acc_sd", "val_loss_mean", "n"} <= set(summary.columns)
-    assert (summary["n"] == 2).all()
+    assert (summary["n"] == 3).all()
+
+
+def test_summary_intervals_match_a_hand_computed_t_interval(finished):
+    folder, _ = finished
+    runs = pd.read_csv(folder / "results/tiny/summary/runs.csv")
+    summary = pd.read_csv(folder / "results/tiny/summary/summary.csv")
+    t = scipy_stats.t.ppf(0.975, df=2)
+    for _, row in summary.iterrows():
+        values = runs[(runs.arch == row.arch) & (runs.lr == row.lr)]["test_acc"].to_numpy()
+        mean, sd = values.mean(), values.std(ddof=1)
+        assert row.test_acc_mean == pytest.approx(mean)
+        assert row.test_acc_sd == pytest.approx(sd)
+        assert row.test_acc_ci95_low == pytest.approx(mean - t * sd / math.sqrt(3))
+        assert row.test_acc_ci95_high == pytest.approx(mean + t * sd / math.sqrt(3))
+
+
+def test_best_setting_has_the_highest_mean_validation_accuracy(finished):
+    folder, _ = finished
+    summary = pd.read_csv(folder / "results/tiny/summary/summary.csv")
+    best = pd.read_csv(folder / "results/tiny/summary/best.csv")
+    assert sorted(best.arch) == ["cnn", "mlp"]
+    for _, row in best.iterrows():
+        assert row.val_acc_mean == summary[summary.arch == row.arch].val_acc_mean.max()
+    comparisons = pd.read_csv(folder / "results/tiny/summary/comparisons.csv")
+    assert len(comparisons) == 1
+    assert {"p_value", "p_holm", "diff", "diff_low", "diff_high", "effect_size"} <= set(
+        comparisons.columns
+    )
 
 
 def test_second_run_has_nothing_to_do(finished):
@@ -62,10 +92,10 @@ def test_second_run_has_nothing_to_do(finished):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_a_third_seed_trains_only_the_new_runs(finished, raw_dir):
+def test_another_seed_trains_only_the_new_runs(finished, raw_dir):
     folder, _ = finished
     bigger = write_config(
-        folder, tiny_grid(raw_dir, grid={"seed": [0, 1, 2]}), name="three_seeds.yaml"
+        folder, tiny_grid(raw_dir, grid={"seed": [0, 1, 2, 3]}), name="four_seeds.yaml"
     )
     result = snakemake(folder, "-n", "--cores", "2", "--configfile", str(bigger))
     stats = _job_counts(result.stdout)
@@ -122,7 +152,7 @@ def test_thesis_outputs(finished):
     assert (reports / "learning_curves.pdf").read_bytes().startswith(b"%PDF")
     assert "Summary over seeds" in (reports / "summary.md").read_text()
     runs = sorted(p.name for p in (reports / "runs").glob("*.png"))
-    assert len(runs) == 8 and runs[0] == "arch=cnn,lr=0.001,seed=0.png"
+    assert len(runs) == 12 and runs[0] == "arch=cnn,lr=0.001,seed=0.png"
 
 
 def test_inspection_commands_work(finished):
