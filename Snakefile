@@ -3,9 +3,6 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
-
-
 report: "workflow/report/workflow.rst"
 
 
@@ -19,5 +16,6 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
+        debug_scratch,
         summary_targets(),
         report_targets(),

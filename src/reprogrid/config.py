@@ -14,7 +14,9 @@ import copy
 import difflib
 import itertools
 import math
-from collections.abc import Iterable, Mapping
+import re
+import shutil
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,6 @@ import yaml
 
 from reprogrid import catalog, paths
 
-CORE_AXES = paths.CORE_AXES
 DEBUG_EXPERIMENT = "debug"
 DEBUG_MAX_BATCHES = 5
 
@@ -32,24 +33,57 @@ class ConfigError(ValueError):
     """A configuration a run must not start with; the message is meant for the user as is."""
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(key, line)
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error.
+
+    Plain YAML keeps the last value silently, so `train:` written twice would drop half
+    of what the user wrote.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the safe loader refuses it with its own message
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, refusing a broken or non-mapping file by name."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+        raise ConfigError(f"cannot read config file {_shown(str(path))}: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as err:
+        raise ConfigError(
+            f"{_shown(str(path))} at line {err.line}: key {err.key!r} is given twice; keep one"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}{where} is not valid YAML ({problem}); fix the file") from None
+        raise ConfigError(
+            f"{_shown(str(path))}{where} is not valid YAML ({problem}); fix the file"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys, not a {type(data).__name__}")
+        raise ConfigError(
+            f"{_shown(str(path))} must hold a mapping of keys, not a {type(data).__name__}"
+        )
     return data
 
 
@@ -118,32 +152,37 @@ def resolve(
     cli_files: Iterable[str | Path] = (),
     cli_values: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build, type and validate the configuration from its layers (see the module docstring)."""
-    base = load_yaml(base_file)
-    files = [load_yaml(path) for path in cli_files]
-    overrides = retype_cli(dict(cli_values or {}))
+    """Build, type and validate the configuration from its layers (see the module docstring).
 
-    top = base
-    for layer in [*files, overrides]:
-        top = merge(top, layer)
-    experiment = top.get("experiment", "default")
+    Each layer is checked on its own first, so a message names the file (or `--config`)
+    that set a bad key; the merged result is then checked whole. The result depends only
+    on the arguments and the files they name: a cluster job, given the same `--configfiles`
+    and `--config` again, resolves the same configuration.
+    """
+    base = (str(base_file), load_yaml(base_file))
+    files = [(str(path), load_yaml(path)) for path in cli_files]
+    overrides = ("--config", retype_cli(dict(cli_values or {})))
+
+    experiment = _experiment_name([base, *files, overrides], schema)
+    schema_default = schema["properties"]["experiment"]["default"]
     layers = [base]
-    if isinstance(experiment, str | int | float) and not isinstance(experiment, bool):
-        experiment_file = Path(experiments_dir) / f"{experiment}.yaml"
-        if experiment_file.is_file():
-            layers.append(load_yaml(experiment_file))
-        elif "experiment" in overrides and str(experiment) != "default":
-            known = sorted(path.stem for path in Path(experiments_dir).glob("*.yaml"))
-            raise ConfigError(
-                f"experiment={experiment}: no file {experiment_file}; "
-                f"known experiments: {', '.join(known) or 'none'}"
-            )
+    experiment_file = Path(experiments_dir) / f"{experiment}.yaml"
+    if experiment_file.is_file():
+        layers.append((str(experiment_file), load_yaml(experiment_file)))
+        _check_experiment_file(experiment, *layers[-1])
+    elif "experiment" in overrides[1] and experiment != schema_default:
+        known = sorted(path.stem for path in Path(experiments_dir).glob("*.yaml"))
+        raise ConfigError(
+            f"config key experiment: no file {experiment_file} for experiment {experiment!r}; "
+            f"known experiments: {', '.join(sorted({schema_default, *known}))}"
+        )
     layers += [*files, overrides]
 
     config: dict[str, Any] = {}
-    for layer in layers:
+    for source, layer in layers:
+        layer = _coerce(layer, schema)
+        check_layer(layer, schema, source)
         config = merge(config, layer)
-    config = _coerce(config, schema)
     validate(config, schema)
     config = fill_defaults(config, schema)
     if config["debug"]:
@@ -152,12 +191,42 @@ def resolve(
     return config
 
 
-def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
-    """Turn what YAML leaves as strings or floats into the number the schema asks for.
+def _experiment_name(layers: list[tuple[str, Mapping[str, Any]]], schema: Mapping[str, Any]) -> str:
+    """The experiment the layers name, checked before it is used to find a file."""
+    spec = schema["properties"]["experiment"]
+    source, name = "the schema's default", spec["default"]
+    for where, layer in layers:
+        if "experiment" in layer:
+            source, name = where, _coerce(layer["experiment"], spec)
+    if not isinstance(name, str) or not re.search(spec["pattern"], name):
+        raise ConfigError(
+            f"config key experiment: {name!r} (set by {source}) is not a valid experiment name; "
+            "use letters, digits, '_', '.' and '-'"
+        )
+    if name == DEBUG_EXPERIMENT:
+        raise ConfigError(
+            f"config key experiment: {name!r} (set by {source}) is reserved for debug runs; "
+            "use --config debug=True"
+        )
+    return name
 
-    PyYAML reads `1e-3` as a string (YAML 1.1 wants `1.0e-3`) and `2.0` as a float;
-    users mean the numbers 0.001 and 2. Anything that does not convert cleanly is left
-    for validation to refuse.
+
+def _check_experiment_file(experiment: str, source: str, layer: Mapping[str, Any]) -> None:
+    named = layer.get("experiment", experiment)
+    if named != experiment:
+        raise ConfigError(
+            f"config key experiment: {source} sets experiment {named!r}; the file's name "
+            "names the experiment, so remove the key"
+        )
+
+
+def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Turn what YAML reads differently from what users mean into the type the schema asks for.
+
+    PyYAML reads `1e-3` as a string (YAML 1.1 wants `1.0e-3`) and `2.0` as a float; users
+    mean the numbers 0.001 and 2. A number where only a string is allowed (an experiment
+    named `2024`) becomes its text. Only these spellings are converted: a quoted "3" stays
+    a string for validation to refuse, and so does anything else that does not fit.
     """
     types = schema.get("type")
     types = [types] if isinstance(types, str) else list(types or [])
@@ -168,34 +237,41 @@ def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
         return [_coerce(item, schema.get("items", {})) for item in value]
     if isinstance(value, bool):
         return value
-    if "integer" in types:
-        number = _as_number(value)
-        if number is not None and math.isfinite(number) and float(number).is_integer():
-            return int(number)
-    if "number" in types:
-        number = _as_number(value)
-        if number is not None and math.isfinite(number):
-            return float(number)
+    if isinstance(value, str) and ("number" in types or "integer" in types):
+        if not _EXPONENT_NUMBER.fullmatch(value.strip()):
+            return value
+        value = float(value)
+    if "integer" in types and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if "number" in types and isinstance(value, int | float):
+        # jsonschema counts inf and nan as numbers; as text, validation refuses them by name.
+        return float(value) if math.isfinite(value) else repr(float(value))
+    if types == ["string"] and isinstance(value, int):
+        return str(value)
     return value
 
 
-def _as_number(value: Any) -> float | None:
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
+# What YAML 1.2 reads as a number but PyYAML (YAML 1.1) leaves a string: `1e-3`, `5E4`.
+_EXPONENT_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
+
+
+def check_layer(layer: Mapping[str, Any], schema: Mapping[str, Any], source: str) -> None:
+    """Refuse a bad key or value in one layer, naming the layer (`source`) that set it.
+
+    Layers are partial, so keys the schema requires are checked only on the merged config.
+    """
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = [error for error in validator.iter_errors(layer) if error.validator != "required"]
+    if errors:
+        raise ConfigError(_describe(min(errors, key=_error_rank), _shown(source)))
 
 
 def validate(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
     """Refuse a config that breaks the schema, naming the first offending key."""
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=_error_rank)
+    errors = list(validator.iter_errors(config))
     if errors:
-        raise ConfigError(_describe(errors[0]))
+        raise ConfigError(_describe(min(errors, key=_error_rank)))
 
 
 def _error_rank(error: jsonschema.ValidationError) -> tuple:
@@ -210,18 +286,29 @@ def _key(path: Iterable[Any]) -> str:
     return text or "the top level"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
-    key = _key(error.absolute_path)
+def _shown(source: str) -> str:
+    """A layer's name for messages: a path relative to the working directory when inside it."""
+    path = Path(source)
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        return str(path.relative_to(Path.cwd()))
+    return source
+
+
+def _describe(error: jsonschema.ValidationError, source: str = "") -> str:
+    origin = f" (set by {source})" if source else ""
+    key = _key(error.absolute_path) + origin
+    parent = _key(error.absolute_path)
     schema = error.schema
     if error.validator == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
         parts = []
+        prefix = f"{parent}." if error.absolute_path else ""
         for name in unknown:
             close = difflib.get_close_matches(str(name), allowed, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            where = f"{key}.{name}" if error.absolute_path else str(name)
-            parts.append(f"unknown config key '{where}'{hint}")
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            within = f" in {source}" if source else ""
+            parts.append(f"unknown config key '{prefix}{name}'{within}{hint}")
         return "; ".join(parts) + f"; allowed here: {', '.join(allowed)}"
     if error.validator == "enum":
         close = difflib.get_close_matches(str(error.instance), map(str, error.validator_value), 1)
@@ -266,15 +353,30 @@ def fill_defaults(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[
 
 
 def _debug_version(config: dict[str, Any]) -> dict[str, Any]:
+    """The tiny version of `config` a debug run trains: first seed, one epoch, a few batches.
+
+    Every architecture and learning rate stays, so each code path still runs once; every
+    other axis keeps its first value, and the forced keys leave the grid altogether.
+    """
     config = copy.deepcopy(config)
+    forced = {"epochs": 1, "max_batches": DEBUG_MAX_BATCHES}
     config["experiment"] = DEBUG_EXPERIMENT
-    config["grid"]["seed"] = config["grid"]["seed"][:1]
-    for key, values in config["grid"].items():
-        if key not in CORE_AXES:
-            config["grid"][key] = values[:1]
-    config["train"]["epochs"] = 1
-    config["train"]["max_batches"] = DEBUG_MAX_BATCHES
+    grid = {key: values for key, values in config["grid"].items() if key not in forced}
+    config["grid"] = {
+        key: values if key in ("arch", "lr") else values[:1] for key, values in grid.items()
+    }
+    config["train"].update(forced)
     return config
+
+
+def clear_debug_outputs() -> None:
+    """Delete every output of earlier debug runs, so the next one starts from nothing."""
+    for folder in (
+        paths.experiment_dir(DEBUG_EXPERIMENT),
+        paths.report_dir(DEBUG_EXPERIMENT),
+        str(Path(paths.log_file(DEBUG_EXPERIMENT, "any")).parent),
+    ):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_semantics(config: Mapping[str, Any]) -> None:
@@ -310,22 +412,30 @@ def check_semantics(config: Mapping[str, Any]) -> None:
             raise ConfigError("config key analysis.criterion: better and worse must differ")
 
 
-def expand_grid(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, dict]:
-    """One entry per run: run id -> that run's complete training parameters."""
-    train_defaults = {
-        key: spec.get("default")
-        for key, spec in schema["properties"]["train"]["properties"].items()
-    }
+def expand_grid(config: Mapping[str, Any]) -> dict[str, dict]:
+    """One entry per run: run id -> that run's complete training parameters.
+
+    An axis beyond arch, lr and seed shows in a run id only where its value differs from
+    `train`'s, so listing an axis with yesterday's value moves and reruns nothing.
+    """
     grid = config["grid"]
     axes = list(grid)
     runs: dict[str, dict] = {}
     for values in itertools.product(*(grid[axis] for axis in axes)):
         point = dict(zip(axes, values, strict=True))
-        run = paths.run_id(point, train_defaults)
-        runs[run] = {**config["train"], **point}
+        runs[paths.run_id(point, config["train"])] = {**config["train"], **point}
     return runs
 
 
 def grid_axes(config: Mapping[str, Any]) -> list[str]:
-    """The grid's axes other than the seed: what a summary groups runs by."""
-    return [axis for axis in config["grid"] if axis != "seed"]
+    """What a summary groups runs by: arch, lr, and every other axis that shows in a run id."""
+    grid, train = config["grid"], config["train"]
+    return [
+        axis
+        for axis, values in grid.items()
+        if axis in ("arch", "lr")
+        or (
+            axis != "seed"
+            and any(paths.format_value(v) != paths.format_value(train[axis]) for v in values)
+        )
+    ]

@@ -1,5 +1,4 @@
 # Configuration, the grid and every path of this experiment; rules below only declare.
-import shutil
 import sys
 from pathlib import Path
 
@@ -29,16 +28,27 @@ config.update(RESOLVED)
 
 EXPERIMENT = config["experiment"]
 DATASET = config["data"]["dataset"]
-RUNS = configuration.expand_grid(config, SCHEMA)
+RUNS = configuration.expand_grid(config)
 TRAIN = config["resources"]
-
-if config["debug"] and workflow.is_main_process and not workflow.dryrun:
-    # Debug runs are scratch: start from nothing each time, never from an old debug run.
-    shutil.rmtree(paths.experiment_dir(EXPERIMENT), ignore_errors=True)
 
 
 wildcard_constraints:
     run=paths.RUN_ID_REGEX,
+
+
+def debug_scratch(wildcards):
+    """Input function of `all` that adds nothing: in a debug run about to execute, it first
+    deletes the outputs of earlier debug runs, so every debug run starts from nothing.
+
+    It runs while Snakemake builds the DAG, the first moment it knows whether jobs will
+    really run: never in a dry run, --touch, --report, --lint, or a cluster job.
+    """
+    executing = workflow.executor_plugin is not None and not (
+        workflow.dryrun or workflow.touch
+    )
+    if config["debug"] and executing and workflow.is_main_process:
+        configuration.clear_debug_outputs()
+    return []
 
 
 def run_outputs(name):
