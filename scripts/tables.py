@@ -12,7 +12,7 @@ sys.exit(
         experiment=sm.params.experiment,
         runs=sm.params.runs,
         axes=sm.params.axes,
-        analysis=sm.params.analysis,
+        config=sm.params.config,
         labbook=sm.input.labbook[0] if sm.input.labbook else None,
         inputs=dict(sm.input.items()),
         outputs=dict(sm.output.items()),

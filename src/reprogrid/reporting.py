@@ -10,8 +10,9 @@ from typing import Any
 
 import markdown
 import pandas as pd
+import yaml
 
-from reprogrid import stats
+from reprogrid import paths, stats
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -47,6 +48,10 @@ def _pm(mean: float, sd: float) -> str:
     return f"{mean * 100:.2f} ± {sd * 100:.2f}" if not pd.isna(sd) else f"{mean * 100:.2f}"
 
 
+def _fixed(value: float) -> str:
+    return "-" if pd.isna(value) else f"{value:.2f}"
+
+
 def _interval(low: float, high: float) -> str:
     return "-" if pd.isna(low) else f"[{low * 100:.2f}, {high * 100:.2f}]"
 
@@ -54,7 +59,7 @@ def _interval(low: float, high: float) -> str:
 def summary_display(summary: pd.DataFrame, axes: Sequence[str], confidence: float) -> pd.DataFrame:
     """The summary as a reader wants it: accuracy in percent, mean ± sd and the interval."""
     ci = stats.interval_name(confidence)
-    shown = summary[list(axes)].copy()
+    shown = summary[list(axes)].map(paths.format_value)
     shown["n"] = summary["n"]
     shown["diverged"] = summary["n_diverged"]
     for metric, name in (("val_acc", "val acc (%)"), ("test_acc", "test acc (%)")):
@@ -78,12 +83,12 @@ def comparisons_display(comparisons: pd.DataFrame, confidence: float) -> pd.Data
             "A": comparisons["arch_a"] + " (" + comparisons["setting_a"] + ")",
             "B": comparisons["arch_b"] + " (" + comparisons["setting_b"] + ")",
             "test": comparisons["test"],
-            "diff A-B (pts)": (comparisons["diff"] * 100).round(2),
+            "diff A-B (pts)": (comparisons["diff"] * 100).map(_fixed),
             f"{round(confidence * 100)}% CI": [
                 _interval(lo, hi)
                 for lo, hi in zip(comparisons["diff_low"], comparisons["diff_high"], strict=True)
             ],
-            "effect size": comparisons["effect_size"].round(2),
+            "effect size": comparisons["effect_size"].map(_fixed),
             "p": comparisons["p_value"].map(lambda p: f"{p:.3g}"),
             "p (Holm)": comparisons["p_holm"].map(lambda p: f"{p:.3g}"),
         }
@@ -157,33 +162,31 @@ def provenance_table(
 
 def reproduction_guide(
     experiment: str,
+    config: Mapping[str, Any],
     provenances: Mapping[str, Mapping[str, Any]],
     summary_shown: pd.DataFrame,
 ) -> str:
     """The exact steps that rebuild this experiment, with the results to expect (Markdown)."""
-    commits = sorted({p.get("commit") or "unknown" for p in provenances.values()})
-    remotes = sorted({p["git"].get("remote") or "<this repository>" for p in provenances.values()})
+    commits = sorted({p.get("commit") for p in provenances.values() if p.get("commit")})
+    remotes = sorted(
+        {p["git"].get("remote") for p in provenances.values() if p["git"].get("remote")}
+    )
     dirty = sorted(run for run, p in provenances.items() if p.get("dirty"))
     first = next(iter(provenances.values()))
+    resolved = {key: config[key] for key in ("experiment", "data", "grid", "train", "analysis")}
     lines = [
-        f"# Reproducing `{experiment}`",
-        "",
-        f"Produced by commit {', '.join(f'`{c}`' for c in commits)} "
-        f"with Python {first['machine']['python']} and torch {first['machine']['torch']}.",
-        "",
-        "```bash",
-        f"git clone {remotes[0]} reprogrid && cd reprogrid",
-        f"git checkout {commits[0]}",
-        "python3 -m venv .venv && . .venv/bin/activate",
-        "pip install -e '.[dev]'",
-        f"snakemake --cores 8 --config experiment={experiment}",
-        "```",
-        "",
-        "One run alone: `reprogrid reproduce results/<experiment>/runs/<run>` prints its steps, "
-        "and `--execute` runs them in a scratch folder and compares the weights bit for bit.",
+        f"Python {first['machine']['python']}, torch {first['machine']['torch']}, "
+        f"{first['config']['resources']['threads']} thread(s) per run "
+        "(CPU results are bit-identical for the same threads, hardware and versions).",
         "",
     ]
-    if len(commits) > 1:
+    if not commits:
+        lines += [
+            "**Warning:** these runs record no git commit (they were not made in a git "
+            "checkout), so the code that produced them cannot be pinned.",
+            "",
+        ]
+    elif len(commits) > 1:
         lines += ["**Warning:** the runs come from several commits; reproduce each run alone.", ""]
     if dirty:
         lines += [
@@ -192,7 +195,27 @@ def reproduction_guide(
             "(`git apply` it after checkout).",
             "",
         ]
-    lines += ["## Expected results", "", summary_shown.to_markdown(index=False), ""]
+    lines += [
+        "Save the resolved configuration below as `reproduce.yaml`, then:",
+        "",
+        "```bash",
+        f"git clone {remotes[0] if remotes else '<repository>'} reprogrid && cd reprogrid",
+        f"git checkout {commits[0] if commits else '<commit>'}",
+        "python3 -m venv .venv && .venv/bin/pip install torch==2.14.1 torchvision==0.29.1 -e .",
+        'PATH="$PWD/.venv/bin:$PATH" snakemake --cores 8 --configfile reproduce.yaml',
+        "```",
+        "",
+        "```yaml",
+        yaml.safe_dump(resolved, sort_keys=False).rstrip(),
+        "```",
+        "",
+        "One run alone: `reprogrid reproduce results/<experiment>/runs/<run>` prints its steps.",
+        "",
+        "## Expected results",
+        "",
+        summary_shown.to_markdown(index=False),
+        "",
+    ]
     return "\n".join(lines)
 
 

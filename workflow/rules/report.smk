@@ -65,7 +65,7 @@ rule tables:
         experiment=EXPERIMENT,
         runs=list(RUNS),
         axes=configuration.grid_axes(config),
-        analysis=config["analysis"],
+        config=config,
     message:
         "Writing the tables and texts of {EXPERIMENT}"
     script:

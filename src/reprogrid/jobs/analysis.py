@@ -79,7 +79,7 @@ def tables_job(
     experiment: str,
     runs: list[str],
     axes: list[str],
-    analysis: Mapping[str, Any],
+    config: Mapping[str, Any],
     labbook: str | None,
     inputs: Mapping[str, str],
     outputs: Mapping[str, str],
@@ -87,7 +87,7 @@ def tables_job(
     """The report's tables and texts (HTML), and the thesis tables (LaTeX, Markdown)."""
     from reprogrid import reporting
 
-    confidence = analysis["confidence"]
+    confidence = config["analysis"]["confidence"]
     summary = pd.read_csv(inputs["summary"])
     comparisons = pd.read_csv(inputs["comparisons"])
     best = pd.read_csv(inputs["best"])
@@ -124,8 +124,11 @@ def tables_job(
             warning + table(reporting.provenance_table(run_table, provenances)),
         ),
     )
-    guide = reporting.reproduction_guide(experiment, provenances, summary_shown)
-    atomic.write_text(outputs["reproduction_html"], reporting.markdown_page("Reproduction", guide))
+    guide = reporting.reproduction_guide(experiment, config, provenances, summary_shown)
+    atomic.write_text(
+        outputs["reproduction_html"],
+        reporting.markdown_page(f"Reproducing {experiment}", guide),
+    )
     labbook_text = (
         Path(labbook).read_text(encoding="utf-8")
         if labbook
