@@ -27,6 +27,7 @@ rule train:
             "split_seed": config["data"]["split_seed"],
         },
     message:
-        "Training {wildcards.run}"
+        "Training {wildcards.run} ({threads} thread(s), {resources.gpu} GPU(s), "
+        "{resources.mem_mb} MB, {resources.runtime} min)"
     script:
         "../../scripts/train.py"

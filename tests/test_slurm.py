@@ -1,0 +1,155 @@
+"""The Slurm profile against a real one-node Slurm cluster on 127.0.0.1 (tests/slurm_cluster.py).
+
+The site values go on the command line as a user would pass them; `--sdm env-modules` stands in
+for the profile's conda deployment because no conda exists here, and no cluster accounting runs,
+so job states come from squeue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from slurm_cluster import start_cluster, unavailable_reason
+
+from conftest import copy_project, snakemake, tiny_grid, write_config
+
+pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
+
+TWO_RUNS = {"seed": [0, 1], "arch": ["mlp"], "lr": [0.003]}
+# One architecture, so no criterion comparing two.
+NO_CRITERION = {"criterion": None}
+RUNS = ("arch=mlp/lr=0.003/seed=0", "arch=mlp/lr=0.003/seed=1")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """One Slurm cluster for the whole session, always stopped at its end."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    running = start_cluster(tmp_path_factory.mktemp("slurm"))
+    yield running
+    running.stop()
+
+
+def site_arguments(partition: str) -> list[str]:
+    """What a user adds to the profile for this cluster, and what this test cluster needs."""
+    return [
+        "--slurm-no-account",
+        "--default-resources",
+        f"slurm_partition={partition}",
+        "--set-resources",
+        "train:gpu=0",
+        "--sdm",
+        "env-modules",
+        # No slurmdbd here, so no sacct: ask squeue, and ask it soon.
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "5",
+    ]
+
+
+def run_on_slurm(cluster, folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """`snakemake --profile profiles/slurm ...` in `folder`, submitting to `cluster`.
+
+    sbatch exports this environment to the job, so the job's `python` is this venv's.
+    """
+    env = {
+        **cluster.env,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), cluster.path]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"snakemake on Slurm failed:\n{result.stdout}\n{result.stderr}\n{cluster.logs()}"
+        )
+    return result
+
+
+def run_outputs(folder: Path, run: str) -> tuple[dict, bytes, dict]:
+    """A run's metrics without its timing, its weights' bytes and its provenance."""
+    run_dir = folder / "results/tiny/runs" / run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.pop("train_seconds")
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    return metrics, (run_dir / "model.pt").read_bytes(), provenance
+
+
+def slurm_job(cluster, job_id: str) -> dict[str, str]:
+    """`scontrol show job` as a dict; finished jobs stay listed for MinJobAge."""
+    fields = {}
+    for word in cluster.run("scontrol", "show", "job", "--oneliner", job_id).split():
+        key, _, value = word.partition("=")
+        fields[key] = value
+    return fields
+
+
+@pytest.fixture(scope="module")
+def local_grid(tmp_path_factory, raw_dir):
+    """The two runs trained locally, to compare the cluster's results with."""
+    folder = copy_project(tmp_path_factory.mktemp("local") / "project")
+    config = write_config(folder, tiny_grid(raw_dir, grid=TWO_RUNS, analysis=NO_CRITERION))
+    targets = [f"results/tiny/runs/{run}/metrics.json" for run in RUNS]
+    snakemake(folder, *targets, "--cores", "2", "--configfile", str(config))
+    return folder
+
+
+def test_the_grid_runs_on_slurm_and_matches_a_local_run(cluster, local_grid, tmp_path, raw_dir):
+    folder = copy_project(tmp_path / "project")
+    config = write_config(folder, tiny_grid(raw_dir, grid=TWO_RUNS, analysis=NO_CRITERION))
+    run_on_slurm(cluster, folder, *site_arguments(cluster.partition), "--configfile", str(config))
+
+    job_ids = set()
+    for run in RUNS:
+        metrics, model, provenance = run_outputs(folder, run)
+        local_metrics, local_model, _ = run_outputs(local_grid, run)
+        assert metrics == local_metrics
+        assert model == local_model
+        job_id = provenance["slurm"]["job_id"]
+        job = slurm_job(cluster, job_id)
+        assert job["JobState"] == "COMPLETED"
+        assert job["Partition"] == cluster.partition
+        assert "rule_train" in job["Comment"]
+        assert provenance["slurm"]["node"] == job["NodeList"]
+        job_ids.add(job_id)
+    assert len(job_ids) == len(RUNS)
+    # Only the training runs went to the queue; data, tables and figures ran in the controller.
+    submitted = cluster.run("squeue", "--noheader", "--states=all", "--format=%i").split()
+    assert set(submitted) == job_ids
+    assert (folder / "reports/tiny/summary.md").is_file()
+
+
+def test_dry_run_of_the_default_grid_shows_the_train_jobs_and_their_resources(project):
+    # Dry runs check the deployment method too; env-modules stands in for the absent conda.
+    result = snakemake(project, "--profile", "profiles/slurm", "-n", "--sdm", "env-modules")
+    lines = [line for line in result.stdout.splitlines() if "Training arch=" in line]
+    assert len(lines) == 12  # 3 seeds x 2 architectures x 2 learning rates
+    assert all("(1 thread(s), 1 GPU(s), 3000 MB, 60 min)" in line for line in lines)
+    assert "Job stats" in result.stdout
+
+
+def test_packed_profile_puts_four_runs_into_each_submission(project):
+    result = snakemake(
+        project,
+        "--profile",
+        "profiles/slurm",
+        "--profile",
+        "profiles/slurm/packed",
+        "-n",
+        "--sdm",
+        "env-modules",
+    )
+    assert result.stdout.count("Group job train") == 3  # 12 runs, 4 to a job
