@@ -3,8 +3,11 @@
 Snakemake's `gpu` resource counts GPUs but names none (snakemake#281), so concurrent
 local jobs would all pick GPU 0. Each job here claims a GPU with an exclusive `flock` on
 a per-GPU lock file; the kernel drops the lock when the process ends, however it ends, so
-a killed job never leaves a GPU claimed. Under Slurm the scheduler already restricts
-`CUDA_VISIBLE_DEVICES` to the job's GPUs, and the first visible one is used.
+a killed job never leaves a GPU claimed. A lock file is named after the GPU's entry in
+`CUDA_VISIBLE_DEVICES` when that is set, so jobs that see different subsets of one
+machine's GPUs still never share one. Under Slurm the scheduler restricts the visible GPUs
+to the job's own and numbers them afresh in every job, so claims are kept per Slurm job:
+several runs packed into one job (a Snakemake group) each get one of the job's GPUs.
 """
 
 from __future__ import annotations
@@ -22,19 +25,31 @@ class NoGPUError(RuntimeError):
 
 
 def default_lock_dir() -> Path:
-    return Path(tempfile.gettempdir()) / f"reprogrid-gpu-locks-{os.getuid()}"
+    """Where this user's GPU claims live; one folder per Slurm job inside a Slurm job."""
+    name = f"reprogrid-gpu-locks-{os.getuid()}"
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        name += f"-slurm-job-{job}"
+    return Path(tempfile.gettempdir()) / name
+
+
+def lock_name(index: int) -> str:
+    """The lock file of visible GPU `index`: named by its CUDA_VISIBLE_DEVICES entry if any."""
+    visible = [entry.strip() for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    gpu = visible[index] if index < len(visible) and visible[index] else str(index)
+    return f"gpu{gpu}.lock"
 
 
 def claim_gpu(count: int, lock_dir: str | Path, poll_seconds: float = 0.5) -> tuple[int, IO]:
-    """Claim one of `count` GPUs for this process; return its index and the held lock file.
+    """Claim one of `count` visible GPUs for this process; return its index and the held lock.
 
-    Keep the returned file open for as long as the GPU is in use.
+    Waits while all are claimed. Keep the returned file open for as long as the GPU is in use.
     """
     folder = Path(lock_dir)
     folder.mkdir(parents=True, exist_ok=True)
     while True:
         for index in range(count):
-            handle = open(folder / f"gpu{index}.lock", "a")  # noqa: SIM115 - held open on purpose
+            handle = open(folder / lock_name(index), "a")  # noqa: SIM115 - held open on purpose
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -55,8 +70,6 @@ def select_device(gpus: int) -> tuple[str, IO | None]:
             f"the job was given {gpus} GPU(s) but torch sees none; "
             "check the CUDA build of torch, or set resources gpu=0"
         )
-    if os.environ.get("SLURM_JOB_ID"):
-        return "cuda:0", None
     index, lock = claim_gpu(torch.cuda.device_count(), default_lock_dir())
     torch.cuda.set_device(index)
     return f"cuda:{index}", lock
