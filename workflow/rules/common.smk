@@ -4,6 +4,7 @@ from pathlib import Path
 
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
+from reprogrid import audit as auditing
 from reprogrid import catalog, paths
 from reprogrid import config as configuration
 
@@ -121,3 +122,13 @@ def labbook():
     """The experiment's lab book, when it has one."""
     path = CONFIG_DIR / "experiments" / f"{EXPERIMENT}.md"
     return [str(path)] if path.is_file() else []
+
+
+def audit_sample():
+    """The runs `snakemake audit` retrains: a fixed sample of analysis.audit_runs runs."""
+    return auditing.sample_runs(RUNS, config["analysis"]["audit_runs"])
+
+
+def audit_outputs(name):
+    """One stored file of every audited run, so altering it re-runs the audit."""
+    return [paths.run_file(EXPERIMENT, run, name) for run in audit_sample()]

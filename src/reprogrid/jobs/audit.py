@@ -1,0 +1,127 @@
+"""The audit jobs: retrain sampled runs from their records and compare them bit for bit."""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from reprogrid import atomic, audit, data, devices, paths, provenance, training
+from reprogrid.logs import setup_logging
+
+log = logging.getLogger("reprogrid")
+
+
+def _notes(record: Mapping[str, Any], prepared_sha: str, commit: str | None) -> str:
+    """What differs between the run's record and the audit's conditions, in words."""
+    notes = []
+    if record["data_sha256"]["prepared"] != prepared_sha:
+        notes.append("the prepared data differ from the run's")
+    if record.get("commit") != commit:
+        notes.append(
+            f"run made at commit {str(record.get('commit'))[:12]}, audited at {str(commit)[:12]}"
+        )
+    if record.get("dirty"):
+        notes.append("run made on a dirty tree")
+    return "; ".join(notes)
+
+
+def retrain(
+    record: Mapping[str, Any], prepared: Mapping[str, Any], folder: Path, device: str
+) -> None:
+    """Train a run again from its provenance record into `folder`, from nothing."""
+    cfg = record["config"]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    result = training.train_one_run(
+        prepared,
+        cfg["train"],
+        val_fraction=cfg["data"]["val_fraction"],
+        split_seed=cfg["data"]["split_seed"],
+        checkpoint_path=folder / paths.CHECKPOINT,
+        threads=cfg["resources"]["threads"],
+        device=device,
+    )
+    training.write_outputs(
+        result,
+        cfg=cfg["train"],
+        num_classes=prepared["num_classes"],
+        model_path=folder / "model.pt",
+        history_path=folder / "history.csv",
+        metrics_path=folder / "metrics.json",
+    )
+    (folder / paths.CHECKPOINT).unlink(missing_ok=True)
+
+
+def audit_html(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The audit table as a report page, with the verdict first."""
+    import pandas as pd
+
+    from reprogrid import reporting
+
+    failed = [row["run"] for row in rows if not row["passed"]]
+    if failed:
+        verdict = (
+            f"<p class='notmet'>{len(failed)} of {len(rows)} audited run(s) did not reproduce "
+            f"bit for bit: {html.escape(', '.join(failed))}.</p>"
+        )
+    else:
+        verdict = (
+            f"<p class='met'>All {len(rows)} audited run(s) reproduced bit for bit: "
+            "identical weights files, identical metrics and learning curves (timing aside).</p>"
+        )
+    shown = pd.DataFrame(rows)
+    for column in ("stored_sha256", "retrained_sha256"):
+        shown[column] = shown[column].str[:16]
+    return reporting.page(
+        "Audit: stored runs retrained from their records", verdict + reporting.html_table(shown)
+    )
+
+
+def audit_job(
+    *,
+    experiment: str,
+    runs: Sequence[str],
+    checks_path: str,
+    prepared_path: str,
+    scratch: str,
+    outputs: Mapping[str, str],
+    log_path: str,
+    gpus: int,
+    repo_dir: str,
+) -> int:
+    """Retrain each of `runs` in `scratch` and write the pass/fail table (CSV and HTML)."""
+    setup_logging(log_path)
+    device, gpu_lock = devices.select_device(gpus)
+    prepared = data.load_prepared(prepared_path)
+    prepared_sha = json.loads(Path(checks_path).read_text())["prepared_sha256"]
+    commit = provenance.git_state(repo_dir)["commit"]
+    rows = []
+    for run in runs:
+        stored = Path(paths.run_dir(experiment, run))
+        record = json.loads((stored / "provenance.json").read_text())
+        folder = Path(scratch) / run
+        log.info("auditing %s: retraining it in %s", run, folder)
+        retrain(record, prepared, folder, device)
+        row = audit.verdict(run, stored, folder, _notes(record, prepared_sha, commit))
+        log.info("%s: %s", run, "reproduced bit for bit" if row["passed"] else "DIFFERS")
+        rows.append(row)
+    atomic.write_text(outputs["table"], audit.table_csv(rows))
+    atomic.write_text(outputs["html"], audit_html(rows))
+    if gpu_lock is not None:
+        gpu_lock.close()
+    return 0
+
+
+def audit_verdict_job(*, table: str, html_page: str, passed: str) -> int:
+    """End the audit: 0 and a `passed` stamp when every run reproduced, else 1 naming them."""
+    failed = audit.failed_runs(table)
+    if failed:
+        log.error("reprogrid: %s", audit.failure_message(failed, html_page))
+        return 1
+    atomic.write_text(passed, f"every audited run in {table} reproduced bit for bit\n")
+    return 0
