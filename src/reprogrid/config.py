@@ -406,7 +406,8 @@ def check_semantics(config: Mapping[str, Any]) -> None:
             if criterion[role] not in archs:
                 raise ConfigError(
                     f"config key analysis.criterion.{role}: {criterion[role]!r} is not in "
-                    f"grid.arch ({', '.join(archs)})"
+                    f"grid.arch ({', '.join(archs)}); add it there or set analysis.criterion "
+                    "to null"
                 )
         if criterion["better"] == criterion["worse"]:
             raise ConfigError("config key analysis.criterion: better and worse must differ")
