@@ -1,0 +1,273 @@
+"""The `reprogrid` command: `reprogrid reproduce <run folder>` prints, or runs, a run's exact steps.
+
+The steps come from the run's provenance.json alone: clone the recorded remote (or the
+checkout the run folder lives in), check out the commit, apply the saved patch when the tree
+was dirty, install, write a one-run config file and build that run's weights with Snakemake.
+With `--execute` they run in a scratch folder and the weights are compared bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reprogrid import audit, paths
+
+CONFIG_NAME = "reproduce.yaml"
+LOG_NAME = "reproduce.log"
+
+
+class ReproduceError(RuntimeError):
+    """A run that cannot be reproduced as asked; the message is meant for the user as is."""
+
+
+@dataclass
+class Plan:
+    """Everything `reproduce` needs, read from one run folder."""
+
+    run_dir: Path
+    record: dict[str, Any]
+    source: str
+    commit: str
+    patch: Path | None
+    config: dict[str, Any]
+    target: str
+
+    @property
+    def threads(self) -> int:
+        return self.record["config"]["resources"]["threads"]
+
+
+def _git_toplevel(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_config(record: Mapping[str, Any], raw_dir: str | None) -> dict[str, Any]:
+    """A config file that makes Snakemake train exactly this run, under the same run id.
+
+    Every axis named in the run id becomes a one-value grid axis, so the folder name comes
+    out the same; every other training parameter is fixed under `train`.
+    """
+    train = record["config"]["train"]
+    axes = list(paths.parse_run_id(record["run"]))
+    return {
+        "experiment": record["experiment"],
+        "data": {**record["config"]["data"], "raw_dir": raw_dir},
+        "grid": {axis: [train[axis]] for axis in axes},
+        "train": {key: value for key, value in train.items() if key not in axes},
+        "resources": dict(record["config"]["resources"]),
+        "analysis": {"criterion": None},
+    }
+
+
+def plan(run_dir: str | Path, source: str | None, raw_dir: str | None) -> Plan:
+    """Read a run folder's provenance into the steps that reproduce it."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise ReproduceError(
+            f"no run folder {folder}; give the folder of one run, "
+            "e.g. results/<experiment>/runs/arch=cnn/lr=0.001/seed=0"
+        )
+    record_path = folder / "provenance.json"
+    if not record_path.is_file():
+        raise ReproduceError(
+            f"{folder} holds no provenance.json; only a finished run can be reproduced"
+        )
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ReproduceError(f"cannot read {record_path}: {err}") from None
+    commit = record.get("commit")
+    if not commit:
+        raise ReproduceError(
+            f"{record_path} records no git commit (the run was not made in a git checkout); "
+            "the code that produced it cannot be pinned"
+        )
+    source = source or record["git"].get("remote") or _git_toplevel(folder.resolve())
+    if not source:
+        raise ReproduceError(
+            f"{record_path} records no remote and {folder} is not inside a git checkout; "
+            "pass --source <repository URL or path>"
+        )
+    patch = None
+    if record.get("dirty"):
+        patch = (folder / (record["git"].get("patch") or paths.DIFF_PATCH)).resolve()
+        if not patch.is_file():
+            raise ReproduceError(
+                f"the run was made on a dirty tree but {patch} is missing; "
+                "its uncommitted changes cannot be restored"
+            )
+    return Plan(
+        run_dir=folder.resolve(),
+        record=record,
+        source=source,
+        commit=commit,
+        patch=patch,
+        config=run_config(record, raw_dir),
+        target=paths.run_file(record["experiment"], record["run"], "model.pt"),
+    )
+
+
+def _install_command(record: Mapping[str, Any]) -> str:
+    packages = record.get("packages", {})
+    pins = [f"{name}=={packages[name]}" for name in ("torch", "torchvision") if name in packages]
+    return "python3 -m venv .venv && .venv/bin/pip install " + " ".join([*pins, "-e", "."])
+
+
+def snakemake_args(the_plan: Plan) -> list[str]:
+    """The Snakemake arguments that build the run's weights from the written config file."""
+    return [
+        "--cores",
+        str(the_plan.threads),
+        the_plan.target,
+        "--configfile",
+        CONFIG_NAME,
+    ]
+
+
+def script(the_plan: Plan, workdir: str) -> str:
+    """The steps as a shell script a person can read and paste."""
+    lines = [
+        f"# Reproduce run {the_plan.record['run']} of experiment {the_plan.record['experiment']}",
+        f"git clone {shlex.quote(the_plan.source)} {shlex.quote(workdir)}",
+        f"cd {shlex.quote(workdir)}",
+        f"git checkout {the_plan.commit}",
+    ]
+    if the_plan.patch is not None:
+        lines.append(f"git apply {shlex.quote(str(the_plan.patch))}")
+    untracked = the_plan.record["git"].get("untracked_sources") or []
+    if untracked:
+        lines.append(
+            "# warning: these untracked files existed when the run was made and are not "
+            f"recorded; copy them in: {', '.join(untracked)}"
+        )
+    lines += [
+        _install_command(the_plan.record),
+        f"cat > {CONFIG_NAME} <<'EOF'",
+        yaml.safe_dump(the_plan.config, sort_keys=False).rstrip(),
+        "EOF",
+        'PATH="$PWD/.venv/bin:$PATH" snakemake ' + shlex.join(snakemake_args(the_plan)),
+        f"cmp {shlex.quote(the_plan.target)} {shlex.quote(str(the_plan.run_dir / 'model.pt'))}"
+        " && echo identical || echo differs",
+    ]
+    if the_plan.config["data"]["raw_dir"] is None:
+        lines.insert(
+            1, "# data.raw_dir is null: the data are downloaded (use --raw-dir when offline)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _step(args: Sequence[str], cwd: Path | None, log: Path) -> None:
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(f"$ {shlex.join(args)}\n")
+        handle.flush()
+        try:
+            done = subprocess.run(args, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT)
+        except OSError as err:
+            raise ReproduceError(f"step `{shlex.join(args)}` could not start: {err}") from None
+    if done.returncode != 0:
+        raise ReproduceError(
+            f"step `{shlex.join(args)}` failed with exit status {done.returncode}; see {log}"
+        )
+
+
+def execute(the_plan: Plan, workdir: Path) -> bool:
+    """Run the steps in `workdir` with this Python; True when the weights are identical.
+
+    Installing is the one step not run: the reproduction uses this interpreter's packages,
+    and says so when its torch differs from the run's.
+    """
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    log = workdir.parent / f"{workdir.name}.{LOG_NAME}"
+    print(f"reproducing in {workdir} (commands and output in {log})")
+    _step(["git", "clone", "--quiet", the_plan.source, str(workdir)], None, log)
+    _step(["git", "-c", "advice.detachedHead=false", "checkout", the_plan.commit], workdir, log)
+    if the_plan.patch is not None:
+        _step(["git", "apply", str(the_plan.patch)], workdir, log)
+    import torch
+
+    recorded = the_plan.record["machine"]["torch"]
+    if torch.__version__ != recorded:
+        print(f"warning: this Python has torch {torch.__version__}, the run used {recorded}")
+    (workdir / CONFIG_NAME).write_text(
+        yaml.safe_dump(the_plan.config, sort_keys=False), encoding="utf-8"
+    )
+    _step([sys.executable, "-m", "snakemake", *snakemake_args(the_plan)], workdir, log)
+    reproduced = workdir / the_plan.target
+    stored_sha = audit.file_sha256(the_plan.run_dir / "model.pt")
+    reproduced_sha = audit.file_sha256(reproduced)
+    same_metrics = audit.same_results(the_plan.run_dir, reproduced.parent)
+    identical = stored_sha == reproduced_sha
+    print(f"weights: {'identical' if identical else 'differs'} (sha256 {reproduced_sha[:16]})")
+    print(f"metrics: {'identical' if same_metrics else 'differ'} (timing aside)")
+    return identical and same_metrics
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reprogrid", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    reproduce = commands.add_parser(
+        "reproduce", help="print (or run, with --execute) the exact steps that reproduce a run"
+    )
+    reproduce.add_argument("run_dir", help="a run folder: results/<experiment>/runs/<run>")
+    reproduce.add_argument(
+        "--execute",
+        action="store_true",
+        help="run the steps in a scratch folder and compare the weights bit for bit",
+    )
+    reproduce.add_argument(
+        "--workdir", help="where to clone (must not exist yet); default: a new temporary folder"
+    )
+    reproduce.add_argument(
+        "--source", help="repository URL or path to clone instead of the recorded one"
+    )
+    reproduce.add_argument(
+        "--raw-dir", help="folder with the four IDX files (default: download them)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `reprogrid`; returns the exit status (0 identical/printed, 1 differs)."""
+    args = _parser().parse_args(argv)
+    raw_dir = str(Path(args.raw_dir).resolve()) if args.raw_dir else None
+    try:
+        the_plan = plan(args.run_dir, args.source, raw_dir)
+        if not args.execute:
+            print(script(the_plan, args.workdir or "reprogrid-reproduce"), end="")
+            return 0
+        if args.workdir:
+            workdir = Path(args.workdir).resolve()
+            if workdir.exists():
+                raise ReproduceError(f"--workdir {workdir} exists; name a new folder")
+        else:
+            workdir = Path(tempfile.mkdtemp(prefix="reprogrid-reproduce-")) / "checkout"
+        identical = execute(the_plan, workdir)
+    except ReproduceError as err:
+        print(f"reprogrid: {err}", file=sys.stderr)
+        return 2
+    print("identical" if identical else "differs")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
