@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -71,6 +74,19 @@ def test_the_shipped_config_is_valid_and_complete(schema):
     assert config["experiment"] == "default"
     assert config["train"]["epochs"] == 3
     assert len(configuration.expand_grid(config)) == 12
+
+
+def test_planning_imports_nothing_heavy():
+    """common.smk imports these while Snakemake plans, and again in every cluster job."""
+    code = (
+        "import sys; import reprogrid.config, reprogrid.catalog, reprogrid.paths; "
+        "print(sorted({'torch', 'pandas', 'numpy'} & set(sys.modules)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 # --- typing ---------------------------------------------------------------------------------
