@@ -206,6 +206,12 @@ def test_unknown_key_is_named_with_its_layer_and_a_hint(schema, layers, tmp_path
         resolve(schema, layers, values={"train": {"epoch": 2}})
 
 
+def test_a_config_without_a_grid_is_refused(schema, tmp_path):
+    base = write_config(tmp_path, {"train": {"epochs": 1}}, "config.yaml")
+    with pytest.raises(ConfigError, match="the config: 'grid' is a required property; add it"):
+        configuration.resolve(schema, base, tmp_path)
+
+
 def test_a_grid_without_a_core_axis_is_refused(schema, tmp_path):
     base = write_config(tmp_path, {"grid": {"seed": [0], "arch": ["mlp"]}}, "config.yaml")
     with pytest.raises(ConfigError, match="config key grid: 'lr' is a required property"):
@@ -419,6 +425,11 @@ REFUSALS = [
     (["train={lr: .inf}"], ["train.lr", "not a valid number"]),
     (["analysis={criterion: {better: cnn, worse: speedcnn}}"], ["analysis.criterion.worse"]),
     (["resources={threads: 0}"], ["resources.threads", "at least 1"]),
+    (["data={dataset: MNIST}"], ["data.dataset", "did you mean 'mnist'"]),
+    (["grid={seed: [0], arch: [mlp], lr: [0.1], foo: [1]}"], ["'grid.foo'", "allowed here"]),
+    (["train={epochs: 2"], ["train", "'{epochs: 2'", "not a valid object"]),
+    (["grid={seed: [-1], arch: [mlp], lr: [0.1]}"], ["grid.seed[0]", "at least 0"]),
+    (["grid={seed: [0], arch: [cnn], lr: [0.1]}"], ["analysis.criterion.worse", "null"]),
 ]
 
 
@@ -459,6 +470,16 @@ def test_broken_yaml_in_config_yaml_is_refused_naming_the_file(tmp_path):
     result = snakemake(folder, "-n", check=False)
     assert_refused(result, "config/config.yaml at line", "is not valid YAML")
     assert nothing_written(folder)
+
+
+@pytest.mark.workflow
+def test_broken_yaml_in_an_experiment_file_is_refused_naming_it(planning_project):
+    (planning_project / "config/experiments/broken.yaml").write_text("grid: [\n")
+    try:
+        result = snakemake(planning_project, "-n", "--config", "experiment=broken", check=False)
+    finally:
+        (planning_project / "config/experiments/broken.yaml").unlink()
+    assert_refused(result, "config/experiments/broken.yaml at line", "is not valid YAML")
 
 
 @pytest.mark.workflow

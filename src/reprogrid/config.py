@@ -294,6 +294,13 @@ def _shown(source: str) -> str:
     return source
 
 
+def _did_you_mean(value: Any, choices: Iterable[Any], prefix: str = "") -> str:
+    """A hint naming the choice closest to `value`, ignoring case, or nothing."""
+    by_lower = {str(choice).lower(): str(choice) for choice in choices}
+    close = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1)
+    return f" (did you mean '{prefix}{by_lower[close[0]]}'?)" if close else ""
+
+
 def _describe(error: jsonschema.ValidationError, source: str = "") -> str:
     origin = f" (set by {source})" if source else ""
     key = _key(error.absolute_path) + origin
@@ -305,14 +312,12 @@ def _describe(error: jsonschema.ValidationError, source: str = "") -> str:
         parts = []
         prefix = f"{parent}." if error.absolute_path else ""
         for name in unknown:
-            close = difflib.get_close_matches(str(name), allowed, n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            hint = _did_you_mean(name, allowed, prefix)
             within = f" in {source}" if source else ""
             parts.append(f"unknown config key '{prefix}{name}'{within}{hint}")
         return "; ".join(parts) + f"; allowed here: {', '.join(allowed)}"
     if error.validator == "enum":
-        close = difflib.get_close_matches(str(error.instance), map(str, error.validator_value), 1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = _did_you_mean(error.instance, error.validator_value)
         choices = ", ".join(map(str, error.validator_value))
         return f"config key {key}: unknown value {error.instance!r}{hint}; choose one of: {choices}"
     if error.validator == "uniqueItems":
@@ -320,7 +325,8 @@ def _describe(error: jsonschema.ValidationError, source: str = "") -> str:
     if error.validator == "minItems":
         return f"config key {key}: the list is empty; give at least one value"
     if error.validator == "required":
-        return f"config key {key}: {error.message}; add it"
+        where = f"config key {key}" if error.absolute_path else f"the config{origin}"
+        return f"{where}: {error.message}; add it"
     if error.validator == "type":
         wanted = error.validator_value
         wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
