@@ -1,0 +1,261 @@
+"""Reproducibility proved for real: fresh clones agree bit for bit, a dirty tree keeps its diff,
+a killed or stopped job resumes to the same weights, and mixed code versions are flagged."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import idxdata
+from conftest import REPO, copy_project, snakemake, tiny_grid, write_config
+from reprogrid import audit, stats
+
+RUN = "arch=cnn/lr=0.003/seed=0"
+TIMING = set(audit.TIMING_FIELDS)
+
+
+def git(folder: Path, *args: str) -> str:
+    """Run git in `folder` as a throwaway identity; its output."""
+    return subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def git_project(folder: Path) -> Path:
+    """A fresh clone's worth of the project in `folder`: its files, committed once."""
+    copy_project(folder)
+    shutil.copy2(REPO / ".gitignore", folder / ".gitignore")
+    git(folder, "init", "--quiet")
+    git(folder, "add", "--all")
+    git(folder, "commit", "--quiet", "-m", "the project")
+    return folder
+
+
+def run_file(folder: Path, name: str, experiment: str = "resume", run: str = RUN) -> Path:
+    return folder / "results" / experiment / "runs" / run / name
+
+
+def without_timing(record: dict) -> dict:
+    return {key: value for key, value in record.items() if key not in TIMING}
+
+
+@pytest.fixture(scope="module")
+def resume_config(tmp_path_factory) -> Path:
+    """One cnn run of four epochs on enough data that each epoch takes about a second."""
+    folder = tmp_path_factory.mktemp("resume")
+    raw = idxdata.write_dataset(folder / "raw", n_train=3000, n_test=300)
+    config = tiny_grid(
+        raw,
+        experiment="resume",
+        grid={"seed": [0], "arch": ["cnn"], "lr": [0.003]},
+        train={"epochs": 4},
+        analysis={"criterion": None},
+    )
+    return write_config(folder, config)
+
+
+def train_target(folder: Path) -> str:
+    return str(run_file(folder, "model.pt").relative_to(folder))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, resume_config) -> Path:
+    """The run trained once, uninterrupted, in a fresh git checkout."""
+    folder = git_project(tmp_path_factory.mktemp("reference") / "project")
+    snakemake(folder, "--cores", "1", train_target(folder), "--configfile", str(resume_config))
+    return folder
+
+
+@pytest.mark.workflow
+def test_two_fresh_clones_give_byte_identical_weights_and_metrics(
+    reference, resume_config, tmp_path
+):
+    other = git_project(tmp_path / "project")
+    snakemake(other, "--cores", "1", train_target(other), "--configfile", str(resume_config))
+    assert run_file(other, "model.pt").read_bytes() == run_file(reference, "model.pt").read_bytes()
+    metrics = [json.loads(run_file(f, "metrics.json").read_text()) for f in (reference, other)]
+    assert metrics[0]["status"] == "ok"
+    assert without_timing(metrics[0]) == without_timing(metrics[1])
+    curves = [
+        pd.read_csv(run_file(f, "history.csv")).drop(columns="epoch_seconds")
+        for f in (reference, other)
+    ]
+    pd.testing.assert_frame_equal(curves[0], curves[1], check_exact=True)
+    record = json.loads(run_file(other, "provenance.json").read_text())
+    assert record["commit"] == git(other, "rev-parse", "HEAD").strip()
+    assert record["dirty"] is False
+    assert not run_file(other, "uncommitted.patch").exists()
+
+
+def start_training(folder: Path, config: Path, output: Path) -> subprocess.Popen:
+    """Snakemake in its own process group, so the whole job tree can be signalled at once."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "1", train_target(folder),
+         "--configfile", str(config)],
+        cwd=folder,
+        stdout=output.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "training ended before its first checkpoint"
+        assert time.monotonic() < deadline, f"no {path.name} after {timeout} s"
+        time.sleep(0.02)
+
+
+def training_pid(session: int) -> int:
+    """The training script's process among those of `session`."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != session:
+                continue
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ProcessLookupError):
+            continue
+        if command.rstrip("\0").endswith(".train.py"):
+            return int(entry.name)
+    raise AssertionError("no training process found")
+
+
+def rerun(folder: Path, config: Path) -> subprocess.CompletedProcess:
+    """What a user does after a lost job: unlock, then rerun what was incomplete."""
+    snakemake(folder, "--unlock", "--configfile", str(config))
+    return snakemake(
+        folder, "--cores", "1", train_target(folder), "--configfile", str(config),
+        "--rerun-incomplete",
+    )  # fmt: skip
+
+
+@pytest.mark.workflow
+def test_sigkill_midway_then_rerun_incomplete_resumes_to_identical_weights(
+    reference, resume_config, tmp_path
+):
+    folder = copy_project(tmp_path / "project")
+    process = start_training(folder, resume_config, tmp_path / "killed.txt")
+    wait_for(run_file(folder, "checkpoint.pt"), process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not run_file(folder, "model.pt").exists()
+
+    result = rerun(folder, resume_config)
+    resumed = re.search(r"resuming from epoch (\d+), batch 0", result.stderr)
+    assert resumed, result.stderr
+    assert 2 <= int(resumed.group(1)) <= 4
+    assert run_file(folder, "model.pt").read_bytes() == run_file(reference, "model.pt").read_bytes()
+    record = json.loads(run_file(folder, "provenance.json").read_text())
+    assert record["resumed_from_epoch"] == int(resumed.group(1))
+    assert not run_file(folder, "checkpoint.pt").exists()
+
+
+@pytest.mark.workflow
+def test_sigterm_saves_mid_epoch_exits_cleanly_and_the_rerun_resumes_to_identical_weights(
+    reference, resume_config, tmp_path
+):
+    folder = copy_project(tmp_path / "project")
+    output = tmp_path / "stopped.txt"
+    process = start_training(folder, resume_config, output)
+    wait_for(run_file(folder, "checkpoint.pt"), process)
+    # A cluster's time limit: SIGTERM reaches the training job, which must save and exit.
+    os.kill(training_pid(process.pid), signal.SIGTERM)
+    assert process.wait(timeout=120) != 0
+    stopped = re.search(
+        r"stopped by signal 15 in epoch (\d+) after batch (\d+); checkpoint saved",
+        output.read_text(),
+    )
+    assert stopped, output.read_text()
+    assert "exit status 143" in output.read_text()
+    assert "Traceback" not in output.read_text()
+    assert not run_file(folder, "model.pt").exists()
+
+    result = rerun(folder, resume_config)
+    epoch, batch = stopped.groups()
+    assert f"resuming from epoch {epoch}, batch {batch}" in result.stderr
+    assert int(batch) > 0
+    assert run_file(folder, "model.pt").read_bytes() == run_file(reference, "model.pt").read_bytes()
+
+
+@pytest.mark.workflow
+def test_a_run_on_a_dirty_tree_keeps_its_diff_and_names_untracked_sources(tmp_path, raw_dir):
+    folder = git_project(tmp_path / "project")
+    models = folder / "src/reprogrid/models.py"
+    models.write_text(models.read_text() + "\n# A local experiment, not committed.\n")
+    (folder / "scripts/scratch_notes.py").write_text("print('not committed either')\n")
+    config = write_config(
+        tmp_path,
+        tiny_grid(
+            raw_dir,
+            grid={"seed": [0], "arch": ["mlp"], "lr": [0.003]},
+            analysis={"criterion": None},
+        ),
+    )
+    run = "arch=mlp/lr=0.003/seed=0"
+    target = str(Path("results/tiny/runs", run, "model.pt"))
+    snakemake(folder, "--cores", "1", target, "--configfile", str(config))
+
+    record = json.loads(run_file(folder, "provenance.json", "tiny", run).read_text())
+    assert record["dirty"] is True
+    assert record["git"]["patch"] == "uncommitted.patch"
+    assert "scripts/scratch_notes.py" in record["git"]["untracked_sources"]
+    patch = run_file(folder, "uncommitted.patch", "tiny", run).read_text()
+    assert "+# A local experiment, not committed." in patch
+    assert "src/reprogrid/models.py" in patch
+    # The patch restores the tree: applied to a clean checkout of the commit it gives the file.
+    git(folder, "stash", "--quiet")
+    git(folder, "apply", str(run_file(folder, "uncommitted.patch", "tiny", run)))
+    assert "# A local experiment, not committed." in models.read_text()
+
+
+@pytest.mark.workflow
+def test_runs_from_two_commits_are_flagged_in_the_conclusion(tmp_path, raw_dir):
+    folder = git_project(tmp_path / "project")
+    target = "results/tiny/summary/conclusion.json"
+
+    def grid(seeds):
+        config = tiny_grid(
+            raw_dir,
+            grid={"seed": seeds, "arch": ["mlp"], "lr": [0.003]},
+            analysis={"criterion": None},
+        )
+        return str(write_config(tmp_path, config, f"seeds{len(seeds)}.yaml"))
+
+    snakemake(folder, "--cores", "2", target, "--configfile", grid([0]))
+    (folder / "NOTES.md").write_text("A later commit.\n")
+    git(folder, "add", "NOTES.md")
+    git(folder, "commit", "--quiet", "-m", "a later commit")
+    snakemake(folder, "--cores", "2", target, "--configfile", grid([0, 1]))
+
+    versions = json.loads((folder / target).read_text())["code_versions"]
+    assert len(versions["commits"]) == 2
+    assert versions["mixed"] is True
+    assert "runs come from 2 different commits" in versions["warning"]
+
+
+def test_code_versions_flag_dirty_trees_and_unknown_commits_but_not_one_clean_commit():
+    clean = pd.DataFrame({"run": ["a", "b"], "commit": ["c1", "c1"], "dirty": [False, False]})
+    assert stats.code_versions(clean)["warning"] is None
+    assert stats.code_versions(clean)["mixed"] is False
+    dirty = clean.assign(dirty=[False, True])
+    assert stats.code_versions(dirty)["dirty_runs"] == ["b"]
+    assert "1 run(s) were made on a dirty tree" in stats.code_versions(dirty)["warning"]
+    unknown = clean.assign(commit=["c1", None])
+    assert "1 run(s) record no git commit" in stats.code_versions(unknown)["warning"]
