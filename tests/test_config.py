@@ -73,7 +73,7 @@ def test_the_shipped_config_is_valid_and_complete(schema):
     config = configuration.resolve(schema, REPO / "config/config.yaml", REPO / "config/experiments")
     assert config["experiment"] == "default"
     assert config["train"]["epochs"] == 3
-    assert len(configuration.expand_grid(config)) == 12
+    assert len(configuration.expand_grid(config, schema)) == 12
 
 
 def test_planning_imports_nothing_heavy():
@@ -187,7 +187,7 @@ def test_resolution_is_stable_for_cluster_jobs(schema, layers, tmp_path):
     first = resolve(schema, layers, [extra], values)
     again = resolve(schema, layers, [extra], values)
     assert first == again
-    assert configuration.expand_grid(first) == configuration.expand_grid(again)
+    assert configuration.expand_grid(first, schema) == configuration.expand_grid(again, schema)
     # The resolved config is a fixed point: read back as the only layer, it changes nothing.
     dumped = write_config(tmp_path, first, "resolved.yaml")
     assert resolve(schema, (dumped, layers[1])) == first
@@ -276,20 +276,19 @@ def test_criterion_must_name_architectures_of_the_grid(schema, layers):
 
 def test_expand_grid_gives_one_run_per_combination(schema, layers):
     config = resolve(schema, layers)
-    runs = configuration.expand_grid(config)
+    runs = configuration.expand_grid(config, schema)
     assert len(runs) == 8
     assert "arch=cnn/lr=0.003/seed=1" in runs
     run = runs["arch=cnn/lr=0.003/seed=1"]
     assert (run["arch"], run["lr"], run["seed"], run["epochs"]) == ("cnn", 0.003, 1, 1)
 
 
-def test_extra_axes_show_only_where_they_differ_from_train(schema, layers):
-    # tiny_grid trains with batch 64, so 64 is "yesterday's value" of the new axis.
-    values = {"grid": {"batch_size": ["64", "32"], "optimizer": ["adam", "sgd"]}}
+def test_extra_axes_show_only_where_they_differ_from_the_schema_default(schema, layers):
+    values = {"grid": {"batch_size": ["128", "32"], "optimizer": ["adam", "sgd"]}}
     config = resolve(schema, layers, values=values)
-    runs = configuration.expand_grid(config)
+    runs = configuration.expand_grid(config, schema)
     assert len(runs) == 8 * 4
-    assert runs["arch=mlp/lr=0.001/seed=0"]["batch_size"] == 64
+    assert runs["arch=mlp/lr=0.001/seed=0"]["batch_size"] == 128
     assert runs["arch=mlp/lr=0.001/batch_size=32/optimizer=sgd/seed=0"]["optimizer"] == "sgd"
     assert "arch=mlp/lr=0.001/optimizer=sgd/seed=0" in runs
     for run in runs:
@@ -297,11 +296,18 @@ def test_extra_axes_show_only_where_they_differ_from_train(schema, layers):
     assert configuration.grid_axes(config) == ["arch", "lr", "batch_size", "optimizer"]
 
 
-def test_an_axis_with_yesterdays_value_changes_no_run(schema, layers):
-    before = configuration.expand_grid(resolve(schema, layers))
-    same = {"grid": {"batch_size": ["64"], "weight_decay": ["0"], "max_batches": ["null"]}}
+def test_an_axis_at_its_default_changes_no_run(schema, layers):
+    before = configuration.expand_grid(resolve(schema, layers), schema)
+    same = {
+        "grid": {
+            "weight_decay": ["0"],
+            "optimizer": ["adam"],
+            "max_batches": ["null"],
+            "deterministic": ["true"],
+        }
+    }
     config = resolve(schema, layers, values=same)
-    after = configuration.expand_grid(config)
+    after = configuration.expand_grid(config, schema)
     assert after == before
     # Same keys in the same order: Snakemake's params rerun-trigger compares them as written.
     assert [list(run) for run in after.values()] == [list(run) for run in before.values()]
@@ -317,7 +323,7 @@ def test_debug_version_is_tiny_and_separate(schema, layers):
     assert "epochs" not in config["grid"]
     assert config["train"]["epochs"] == 1
     assert config["train"]["max_batches"] == configuration.DEBUG_MAX_BATCHES
-    runs = configuration.expand_grid(config)
+    runs = configuration.expand_grid(config, schema)
     assert len(runs) == 4  # both archs, both lrs, one seed
     assert all(run["epochs"] == 1 for run in runs.values())
 
@@ -581,9 +587,10 @@ def test_nested_cli_override_trains_that_many_epochs(tmp_path, raw_dir):
 
 @pytest.fixture(scope="module")
 def finished_small(tmp_path_factory, raw_dir):
-    """One finished pipeline (2 runs, training batch 64) to add grid axes to."""
+    """One finished pipeline of 2 runs at the default batch size, to add grid axes to."""
     folder = copy_project(tmp_path_factory.mktemp("axes") / "project")
     grid = small_grid(raw_dir, seed=[0], arch=["mlp"], lr=[0.001, 0.003])
+    grid["train"] = {"epochs": 1, "max_batches": 4}
     write_config(folder, grid)
     snakemake(folder, "--cores", "2", "--configfile", "test.yaml")
     return folder, grid
@@ -597,9 +604,11 @@ def planned_jobs(result) -> set[str]:
 
 
 @pytest.mark.workflow
-def test_an_axis_with_yesterdays_value_plans_nothing(finished_small):
+def test_an_axis_at_its_default_plans_nothing(finished_small):
     folder, grid = finished_small
-    same = write_config(folder, {**grid, "grid": {**grid["grid"], "batch_size": [64]}}, "same.yaml")
+    same = write_config(
+        folder, {**grid, "grid": {**grid["grid"], "batch_size": [128]}}, "same.yaml"
+    )
     result = snakemake(folder, "-n", "--configfile", str(same))
     # No run moves or retrains, and the summary stands; only the report's tables page,
     # which quotes the resolved config (now with the new axis), is written again.
@@ -612,12 +621,12 @@ def test_an_axis_with_yesterdays_value_plans_nothing(finished_small):
 def test_new_axis_values_plan_exactly_the_new_runs(finished_small):
     folder, grid = finished_small
     more = write_config(
-        folder, {**grid, "grid": {**grid["grid"], "batch_size": [64, 32]}}, "more.yaml"
+        folder, {**grid, "grid": {**grid["grid"], "batch_size": [128, 256]}}, "more.yaml"
     )
     result = snakemake(folder, "-n", "--configfile", str(more))
     assert planned_runs(result) == {
-        "arch=mlp/lr=0.001/batch_size=32/seed=0",
-        "arch=mlp/lr=0.003/batch_size=32/seed=0",
+        "arch=mlp/lr=0.001/batch_size=256/seed=0",
+        "arch=mlp/lr=0.003/batch_size=256/seed=0",
     }
     assert planned_jobs(result) == {"train", "aggregate", "figures", "tables", "all"}
 

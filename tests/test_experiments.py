@@ -25,7 +25,7 @@ def test_each_experiment_resolves_to_its_own_outputs(schema, name):
         schema, REPO / "config/config.yaml", EXPERIMENTS, (), {"experiment": name}
     )
     assert config["experiment"] == name
-    assert configuration.expand_grid(config)
+    assert configuration.expand_grid(config, schema)
 
 
 @pytest.mark.parametrize("name", NAMES)

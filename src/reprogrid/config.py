@@ -419,30 +419,33 @@ def check_semantics(config: Mapping[str, Any]) -> None:
             raise ConfigError("config key analysis.criterion: better and worse must differ")
 
 
-def expand_grid(config: Mapping[str, Any]) -> dict[str, dict]:
+def expand_grid(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, dict]:
     """One entry per run: run id -> that run's complete training parameters.
 
     An axis beyond arch, lr and seed shows in a run id only where its value differs from
-    `train`'s, so listing an axis with yesterday's value moves and reruns nothing.
+    the schema's default, so a run id is a function of the run's axis values alone, and
+    listing an axis at its default moves and reruns nothing.
     """
+    defaults = {
+        key: spec.get("default")
+        for key, spec in schema["properties"]["train"]["properties"].items()
+    }
     grid = config["grid"]
     axes = list(grid)
     runs: dict[str, dict] = {}
     for values in itertools.product(*(grid[axis] for axis in axes)):
         point = dict(zip(axes, values, strict=True))
-        runs[paths.run_id(point, config["train"])] = {**config["train"], **point}
+        runs[paths.run_id(point, defaults)] = {**config["train"], **point}
     return runs
 
 
 def grid_axes(config: Mapping[str, Any]) -> list[str]:
-    """What a summary groups runs by: arch, lr, and every other axis that shows in a run id."""
-    grid, train = config["grid"], config["train"]
+    """What a summary groups runs by: arch, lr, and every other axis listing several values.
+
+    An axis with one value splits no group, so listing one changes no summary.
+    """
     return [
         axis
-        for axis, values in grid.items()
-        if axis in ("arch", "lr")
-        or (
-            axis != "seed"
-            and any(paths.format_value(v) != paths.format_value(train[axis]) for v in values)
-        )
+        for axis, values in config["grid"].items()
+        if axis in ("arch", "lr") or (axis != "seed" and len(values) > 1)
     ]

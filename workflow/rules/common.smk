@@ -29,7 +29,7 @@ config.update(RESOLVED)
 
 EXPERIMENT = config["experiment"]
 DATASET = config["data"]["dataset"]
-RUNS = configuration.expand_grid(config)
+RUNS = configuration.expand_grid(config, SCHEMA)
 TRAIN = config["resources"]
 
 
