@@ -191,6 +191,10 @@ def test_resolution_is_stable_for_cluster_jobs(schema, layers, tmp_path):
     # The resolved config is a fixed point: read back as the only layer, it changes nothing.
     dumped = write_config(tmp_path, first, "resolved.yaml")
     assert resolve(schema, (dumped, layers[1])) == first
+    # So is a debug run's (the reproduction guide hands it back as a --configfile).
+    debug = resolve(schema, layers, values={"debug": "True"})
+    dumped = write_config(tmp_path, debug, "debug.yaml")
+    assert resolve(schema, layers, files=[dumped]) == debug
 
 
 # --- refusals (unit level; the workflow tests below prove the same through Snakemake) --------

@@ -203,7 +203,9 @@ def _experiment_name(layers: list[tuple[str, Mapping[str, Any]]], schema: Mappin
             f"config key experiment: {name!r} (set by {source}) is not a valid experiment name; "
             "use letters, digits, '_', '.' and '-'"
         )
-    if name == DEBUG_EXPERIMENT:
+    debug = [layer["debug"] for _, layer in layers if "debug" in layer]
+    # A debug run's own resolved config (debug: true) names it; nothing else may.
+    if name == DEBUG_EXPERIMENT and not (debug and debug[-1] is True):
         raise ConfigError(
             f"config key experiment: {name!r} (set by {source}) is reserved for debug runs; "
             "use --config debug=True"
