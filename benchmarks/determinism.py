@@ -88,7 +88,9 @@ def main() -> None:
                 took, sha = timed_run(prepared, cfg, args.threads, args.device, folder)
                 seconds[deterministic].append(took)
                 hashes[deterministic].add(sha)
-                print(f"repeat {repeat + 1} deterministic={deterministic}: {took:.2f} s", flush=True)
+                print(
+                    f"repeat {repeat + 1} deterministic={deterministic}: {took:.2f} s", flush=True
+                )
 
     on, off = statistics.median(seconds[True]), statistics.median(seconds[False])
     print(

@@ -129,10 +129,11 @@ def training_pid(session: int) -> int:
         try:
             if os.getsid(int(entry.name)) != session:
                 continue
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
         except (OSError, ProcessLookupError):
             continue
-        if command.rstrip("\0").endswith(".train.py"):
+        # The interpreter itself, not a shell whose command line merely names the script.
+        if argv and "python" in Path(argv[0]).name and argv[-1].endswith(".train.py"):
             return int(entry.name)
     raise AssertionError("no training process found")
 
