@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 from slurm_cluster import start_cluster, unavailable_reason
 
-from conftest import copy_project, snakemake, tiny_grid, write_config
+from conftest import REPO, copy_project, snakemake, tiny_grid, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
@@ -107,9 +110,15 @@ def local_grid(tmp_path_factory, raw_dir):
     return folder
 
 
+def all_jobs(cluster) -> set[str]:
+    """Ids of every job the cluster still lists, finished ones included."""
+    return set(cluster.run("squeue", "--noheader", "--states=all", "--format=%i").split())
+
+
 def test_the_grid_runs_on_slurm_and_matches_a_local_run(cluster, local_grid, tmp_path, raw_dir):
     folder = copy_project(tmp_path / "project")
     config = write_config(folder, tiny_grid(raw_dir, grid=TWO_RUNS, analysis=NO_CRITERION))
+    before = all_jobs(cluster)
     run_on_slurm(cluster, folder, *site_arguments(cluster.partition), "--configfile", str(config))
 
     job_ids = set()
@@ -127,9 +136,63 @@ def test_the_grid_runs_on_slurm_and_matches_a_local_run(cluster, local_grid, tmp
         job_ids.add(job_id)
     assert len(job_ids) == len(RUNS)
     # Only the training runs went to the queue; data, tables and figures ran in the controller.
-    submitted = cluster.run("squeue", "--noheader", "--states=all", "--format=%i").split()
-    assert set(submitted) == job_ids
+    assert all_jobs(cluster) - before == job_ids
     assert (folder / "reports/tiny/summary.md").is_file()
+
+
+def test_a_stopped_run_is_retried_with_more_time_and_resumes(cluster, tmp_path, raw_dir):
+    # SIGTERM to the job's steps is what Slurm sends at the time limit (or `--signal` before
+    # it); here scancel sends it as soon as the first epoch's checkpoint exists.
+    run = RUNS[0]
+    long = tiny_grid(raw_dir, grid=TWO_RUNS, train={"epochs": 100}, analysis=NO_CRITERION)
+    target = f"results/tiny/runs/{run}/metrics.json"
+    local = copy_project(tmp_path / "local")
+    snakemake(local, target, "--cores", "1", "--configfile", str(write_config(local, long)))
+
+    folder = copy_project(tmp_path / "slurm")
+    config = write_config(folder, long)
+    env = {**cluster.env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), cluster.path])}
+    command = [sys.executable, "-m", "snakemake", target, "--profile", "profiles/slurm"]
+    controller = subprocess.Popen(
+        [*command, *site_arguments(cluster.partition), "--configfile", str(config)],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    checkpoint = folder / "results/tiny/runs" / run / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    running = cluster.run("squeue", "--noheader", "--states=RUNNING", "--format=%i").split()
+    assert checkpoint.exists() and len(running) == 1, "the run never got going on Slurm"
+    cluster.run("scancel", "--signal=TERM", running[0])
+    output, _ = controller.communicate(timeout=300)
+    assert controller.returncode == 0, f"{output}\n{cluster.logs()}"
+
+    metrics, model, provenance = run_outputs(folder, run)
+    local_metrics, local_model, _ = run_outputs(local, run)
+    assert provenance["resumed_from_epoch"] is not None
+    assert (metrics, model) == (local_metrics, local_model)
+    stopped, retried = (
+        slurm_job(cluster, running[0]),
+        slurm_job(cluster, provenance["slurm"]["job_id"]),
+    )
+    assert stopped["JobState"] == "FAILED"
+    assert (stopped["TimeLimit"], retried["TimeLimit"]) == ("01:00:00", "02:00:00")
+
+
+def test_profile_keeps_gpu_flags_out_of_slurm_extra():
+    # The plugin refuses a job whose slurm_extra holds options it manages itself (GPUs too).
+    from snakemake_executor_plugin_slurm.validation import get_forbidden_slurm_options
+
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    train = profile["set-resources"]["train"]
+    assert train["gpu"] == 1
+    assert "--signal=TERM@" in train["slurm_extra"]
+    for pattern, what in get_forbidden_slurm_options().items():
+        assert not re.search(pattern, train["slurm_extra"]), what
 
 
 def test_dry_run_of_the_default_grid_shows_the_train_jobs_and_their_resources(project):
