@@ -169,11 +169,12 @@ def resolve(
     experiment_file = Path(experiments_dir) / f"{experiment}.yaml"
     if experiment_file.is_file():
         layers.append((str(experiment_file), load_yaml(experiment_file)))
-        _check_experiment_file(experiment, *layers[-1])
+        _check_experiment_file(experiment, _shown(str(experiment_file)), layers[-1][1])
     elif "experiment" in overrides[1] and experiment != schema_default:
         known = sorted(path.stem for path in Path(experiments_dir).glob("*.yaml"))
         raise ConfigError(
-            f"config key experiment: no file {experiment_file} for experiment {experiment!r}; "
+            f"config key experiment: no file {_shown(str(experiment_file))} for experiment "
+            f"{experiment!r}; "
             f"known experiments: {', '.join(sorted({schema_default, *known}))}"
         )
     layers += [*files, overrides]
