@@ -596,6 +596,9 @@ def finished_small(tmp_path_factory, raw_dir):
     grid = small_grid(raw_dir, seed=[0], arch=["mlp"], lr=[0.001, 0.003])
     grid["train"] = {"epochs": 1, "max_batches": 4}
     write_config(folder, grid)
+    (folder / "config/experiments/tiny.md").write_text(
+        "# Lab book: tiny\n\n## Hypothesis\nSmall grids finish in seconds.\n", encoding="utf-8"
+    )
     snakemake(folder, "--cores", "2", "--configfile", "test.yaml")
     return folder, grid
 
@@ -605,6 +608,13 @@ def planned_jobs(result) -> set[str]:
     table = result.stdout.split("Job stats:", 1)[-1] if "Job stats:" in result.stdout else ""
     rows = re.findall(r"^(\w+)\s+\d+$", table.split("\n\n", 1)[0], flags=re.MULTILINE)
     return set(rows) - {"total"}
+
+
+@pytest.mark.workflow
+def test_the_lab_book_is_in_the_report(finished_small):
+    folder, _ = finished_small
+    page = (folder / "reports/tiny/labbook.html").read_text(encoding="utf-8")
+    assert "Small grids finish in seconds." in page
 
 
 @pytest.mark.workflow
