@@ -5,6 +5,7 @@ To add one: write the class here and add its name to `catalog.ARCHITECTURES`.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from reprogrid import catalog
@@ -54,7 +55,13 @@ class SpeedCNN(nn.Module):
 
     A strided 5x5 stem halves the image before any wide convolution, which is where a CPU
     spends its time; batch norm lets a large learning rate train it in one or two epochs.
+    It trains in channels-last layout under bfloat16 autocast (training.numerics): on a
+    2-core AVX-512 CPU that is 1.5x and 2x the float32 speed with the same accuracy, as
+    measured in config/experiments/speedrun.md.
     """
+
+    memory_format = torch.channels_last
+    autocast_dtype = torch.bfloat16
 
     def __init__(self, num_classes: int = 10, width: int = 32) -> None:
         super().__init__()

@@ -124,14 +124,29 @@ def to_device_images(images: torch.Tensor, mean: float, std: float, device) -> t
     return images.to(device).float().div_(255.0).sub_(mean).div_(std).unsqueeze(1)
 
 
+def numerics(model: nn.Module, device: torch.device) -> tuple[torch.memory_format, Any]:
+    """The memory format a model trains in and the autocast context of its forward passes.
+
+    A model class may declare `memory_format` and `autocast_dtype` (see models.SpeedCNN); the
+    others train in contiguous float32, exactly as before these options existed.
+    """
+    memory_format = getattr(model, "memory_format", torch.contiguous_format)
+    dtype = getattr(model, "autocast_dtype", None)
+    return memory_format, lambda: torch.autocast(
+        device.type, dtype=dtype, enabled=dtype is not None
+    )
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` on (x, y), in large batches."""
     model.eval()
+    _, autocast = numerics(model, x.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for start in range(0, x.shape[0], batch):
-        logits = model(x[start : start + batch])
+        with autocast():
+            logits = model(x[start : start + batch]).float()
         target = y[start : start + batch]
         loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
         correct += (logits.argmax(1) == target).sum()
@@ -199,7 +214,9 @@ def train_one_run(
     x_test = to_device_images(prepared["test_images"], mean, std, dev)
     y_test = prepared["test_labels"].to(dev)
 
-    model = models.build_model(cfg["arch"], prepared["num_classes"]).to(dev)
+    model = models.build_model(cfg["arch"], prepared["num_classes"])
+    memory_format, autocast = numerics(model, dev)
+    model = model.to(dev, memory_format=memory_format)
     optimizer = make_optimizer(model.parameters(), cfg)
     batch_size = cfg["batch_size"]
     n_train = x_train.shape[0]
@@ -259,8 +276,9 @@ def train_one_run(
             for step in range(start_batch, steps):
                 idx = order[step * batch_size : (step + 1) * batch_size]
                 xb, yb = x_train[idx], y_train[idx]
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb, label_smoothing=cfg["label_smoothing"])
+                with autocast():
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, yb, label_smoothing=cfg["label_smoothing"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

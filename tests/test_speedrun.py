@@ -1,0 +1,126 @@
+"""The speedrun experiment resolves and plans; its network trains deterministically, resumably."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+
+import idxdata
+from conftest import REPO, snakemake
+from reprogrid import catalog, data, models, training
+from reprogrid import config as configuration
+
+CFG = {
+    "seed": 0,
+    "arch": "speedcnn",
+    "lr": 0.003,
+    "epochs": 2,
+    "batch_size": 64,
+    "optimizer": "adam",
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "schedule": "onecycle",
+    "step_gamma": 0.7,
+    "label_smoothing": 0.0,
+    "select_metric": "val_acc",
+    "deterministic": True,
+    "eval_batch_size": 256,
+    "max_batches": None,
+}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    idxdata.write_dataset(folder / "raw", n_train=600, n_test=200, noise=150)
+    data.prepare("fashion-mnist", folder / "raw", folder / "prepared.pt")
+    return data.load_prepared(folder / "prepared.pt")
+
+
+def train(prepared, tmp_path, on_epoch=None, **overrides):
+    return training.train_one_run(
+        prepared,
+        {**CFG, **overrides},
+        val_fraction=0.1,
+        split_seed=0,
+        checkpoint_path=tmp_path / "checkpoint.pt",
+        threads=1,
+        on_epoch=on_epoch,
+    )
+
+
+def test_the_speedrun_experiment_resolves_to_its_recipe():
+    schema = configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
+    config = configuration.resolve(
+        schema,
+        REPO / "config/config.yaml",
+        REPO / "config/experiments",
+        (),
+        {"experiment": "speedrun"},
+    )
+    assert config["data"]["dataset"] == "fashion-mnist"
+    assert config["resources"]["threads"] == 2
+    assert config["grid"]["arch"] == ["speedcnn"]
+    runs = configuration.expand_grid(config, schema)
+    assert len(runs) == len(config["grid"]["seed"])
+    assert {run["arch"] for run in runs.values()} == {"speedcnn"}
+
+
+def test_the_speedrun_experiment_plans_one_two_thread_job_per_seed(project, raw_dir):
+    result = snakemake(
+        project,
+        "-n",
+        "--cores",
+        "2",
+        "--config",
+        "experiment=speedrun",
+        f"data={{raw_dir: {raw_dir}}}",
+    )
+    output = result.stdout + result.stderr
+    assert "results/speedrun/runs/arch=speedcnn/" in output
+    assert "(2 thread(s)" in output
+
+
+def test_every_architecture_maps_to_a_model_that_classifies_images():
+    images = torch.zeros(3, 1, 28, 28)
+    for arch in catalog.ARCHITECTURES:
+        model = models.build_model(arch, num_classes=10).eval()
+        with torch.inference_mode():
+            assert model(images).shape == (3, 10), arch
+
+
+def test_speedcnn_learns_in_bfloat16_and_channels_last(prepared, tmp_path):
+    model = models.build_model("speedcnn")
+    assert training.numerics(model, torch.device("cpu"))[0] == torch.channels_last
+    result = train(prepared, tmp_path)
+    losses = [row["train_loss"] for row in result.history]
+    assert result.status == "ok"
+    assert losses[-1] < losses[0]
+    assert result.metrics["test_acc"] > 0.5
+    assert all(
+        value.dtype == torch.float32
+        for value in result.weights.values()
+        if value.is_floating_point()
+    )
+
+
+def test_speedcnn_is_deterministic_and_resumes_to_the_same_weights(prepared, tmp_path):
+    whole = train(prepared, tmp_path / "whole")
+    again = train(prepared, tmp_path / "again")
+    assert all(torch.equal(whole.weights[k], again.weights[k]) for k in whole.weights)
+
+    def stop_in_second_epoch(row):
+        if row["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(training.Stopped):
+        train(prepared, tmp_path / "cut", on_epoch=stop_in_second_epoch)
+    resumed = train(prepared, tmp_path / "cut")
+    assert resumed.resumed_from is not None
+    assert all(torch.equal(whole.weights[k], resumed.weights[k]) for k in whole.weights)
+    assert [row["test_acc"] for row in resumed.history] == [
+        row["test_acc"] for row in whole.history
+    ]
