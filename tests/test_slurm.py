@@ -140,11 +140,33 @@ def test_the_grid_runs_on_slurm_and_matches_a_local_run(cluster, local_grid, tmp
     assert (folder / "reports/tiny/summary.md").is_file()
 
 
+def test_packed_runs_share_one_slurm_job_and_match_a_local_run(
+    cluster, local_grid, tmp_path, raw_dir
+):
+    folder = copy_project(tmp_path / "project")
+    config = write_config(folder, tiny_grid(raw_dir, grid=TWO_RUNS, analysis=NO_CRITERION))
+    packed = ["--profile", "profiles/slurm/packed", "--group-components", "train=2"]
+    run_on_slurm(
+        cluster, folder, *packed, *site_arguments(cluster.partition), "--configfile", str(config)
+    )
+
+    job_ids = set()
+    for run in RUNS:
+        metrics, model, provenance = run_outputs(folder, run)
+        local_metrics, local_model, _ = run_outputs(local_grid, run)
+        assert (metrics, model) == (local_metrics, local_model)
+        job_ids.add(provenance["slurm"]["job_id"])
+    assert len(job_ids) == 1
+    job = slurm_job(cluster, job_ids.pop())
+    assert job["JobState"] == "COMPLETED"
+    assert job["NumCPUs"] == "2"  # the two runs' threads, side by side
+
+
 def test_a_stopped_run_is_retried_with_more_time_and_resumes(cluster, tmp_path, raw_dir):
     # SIGTERM to the job's steps is what Slurm sends at the time limit (or `--signal` before
     # it); here scancel sends it as soon as the first epoch's checkpoint exists.
     run = RUNS[0]
-    long = tiny_grid(raw_dir, grid=TWO_RUNS, train={"epochs": 100}, analysis=NO_CRITERION)
+    long = tiny_grid(raw_dir, grid=TWO_RUNS, train={"epochs": 40}, analysis=NO_CRITERION)
     target = f"results/tiny/runs/{run}/metrics.json"
     local = copy_project(tmp_path / "local")
     snakemake(local, target, "--cores", "1", "--configfile", str(write_config(local, long)))
