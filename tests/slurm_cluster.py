@@ -9,7 +9,7 @@ before its inner `srun` (real sites keep slurm.conf at the default path), so thi
 Slurm starts jobs as the submitting user only when slurmd runs as root, hence the root check.
 
 By hand: `python tests/slurm_cluster.py /tmp/cluster` starts it and prints the SLURM_CONF to
-export; Ctrl-C stops it.
+export; Ctrl-C or SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -48,10 +48,16 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """Ports free right now, all different (the probes stay bound until all are chosen)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def _memory_mb() -> int:
@@ -64,11 +70,12 @@ def _memory_mb() -> int:
 def slurm_conf(folder: Path, cpus: int, memory_mb: int) -> str:
     """The configuration of a one-node cluster whose files all live in `folder`."""
     host = socket.gethostname().split(".")[0]
+    controller_port, node_port = _free_ports(2)
     return f"""\
 ClusterName=reprogrid
 SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={controller_port}
+SlurmdPort={node_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -231,9 +238,10 @@ if __name__ == "__main__":
         sys.exit(reason)
     running = start_cluster(sys.argv[1] if len(sys.argv) > 1 else "slurm-cluster")
     print(f"export SLURM_CONF={running.folder / 'slurm.conf'}  # partition {running.partition}")
+    # Handlers, not defaults: a shell starts background jobs with SIGINT ignored.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda *_: sys.exit(0))
     try:
         signal.pause()
-    except KeyboardInterrupt:
-        pass
     finally:
         running.stop()
