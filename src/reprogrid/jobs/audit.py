@@ -16,9 +16,11 @@ from reprogrid.logs import setup_logging
 log = logging.getLogger("reprogrid")
 
 
-def _notes(record: Mapping[str, Any], prepared_sha: str, commit: str | None) -> str:
+def _notes(record: Mapping[str, Any], prepared_sha: str, commit: str | None, device: str) -> str:
     """What differs between the run's record and the audit's conditions, in words."""
     notes = []
+    if record["machine"]["device"].split(":")[0] != device.split(":")[0]:
+        notes.append(f"run trained on {record['machine']['device']}, audited on {device}")
     if record["data_sha256"]["prepared"] != prepared_sha:
         notes.append("the prepared data differ from the run's")
     if record.get("commit") != commit:
@@ -107,7 +109,7 @@ def audit_job(
         folder = Path(scratch) / run
         log.info("auditing %s: retraining it in %s", run, folder)
         retrain(record, prepared, folder, device)
-        row = audit.verdict(run, stored, folder, _notes(record, prepared_sha, commit))
+        row = audit.verdict(run, stored, folder, _notes(record, prepared_sha, commit, device))
         log.info("%s: %s", run, "reproduced bit for bit" if row["passed"] else "DIFFERS")
         rows.append(row)
     atomic.write_text(outputs["table"], audit.table_csv(rows))
