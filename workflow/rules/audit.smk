@@ -24,7 +24,7 @@ rule audit_retrain:
     log:
         paths.log_file(EXPERIMENT, "audit"),
     conda:
-        "../../envs/train.yaml"
+        "../../envs/audit.yaml"
     threads: TRAIN["threads"]
     resources:
         mem_mb=TRAIN["mem_mb"],
@@ -49,7 +49,7 @@ rule audit:
     log:
         paths.log_file(EXPERIMENT, "audit_verdict"),
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/audit.yaml"
     message:
         "Checking the audit of {EXPERIMENT}"
     script:
