@@ -11,10 +11,15 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from reprogrid import atomic
+
+log = logging.getLogger("reprogrid")
 
 # Fields that measure how long something took: they differ between any two executions.
 TIMING_FIELDS = ("train_seconds", "epoch_seconds")
@@ -107,3 +112,13 @@ def failure_message(failed: Sequence[str], table_path: str | Path) -> str:
         f"audit failed: {len(failed)} run(s) did not reproduce bit for bit: "
         f"{', '.join(failed)}; see {table_path}"
     )
+
+
+def conclude(*, table: str, html_page: str, passed: str) -> int:
+    """End the audit: 0 and a `passed` stamp when every run reproduced, else 1 naming them."""
+    failed = failed_runs(table)
+    if failed:
+        log.error("reprogrid: %s", failure_message(failed, html_page))
+        return 1
+    atomic.write_text(passed, f"every audited run in {table} reproduced bit for bit\n")
+    return 0

@@ -49,7 +49,7 @@ rule audit:
     log:
         paths.log_file(EXPERIMENT, "audit_verdict"),
     conda:
-        "../../envs/audit.yaml"
+        "../../envs/analysis.yaml"
     message:
         "Checking the audit of {EXPERIMENT}"
     script:

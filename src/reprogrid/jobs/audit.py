@@ -117,13 +117,3 @@ def audit_job(
     if gpu_lock is not None:
         gpu_lock.close()
     return 0
-
-
-def audit_verdict_job(*, table: str, html_page: str, passed: str) -> int:
-    """End the audit: 0 and a `passed` stamp when every run reproduced, else 1 naming them."""
-    failed = audit.failed_runs(table)
-    if failed:
-        log.error("reprogrid: %s", audit.failure_message(failed, html_page))
-        return 1
-    atomic.write_text(passed, f"every audited run in {table} reproduced bit for bit\n")
-    return 0
