@@ -51,19 +51,20 @@ class SmallCNN(nn.Module):
 
 
 class SpeedCNN(nn.Module):
-    """The speedrun's network: downsample early, keep channels few, normalise every block.
+    """The speedrun's network: downsample first, two normalised convolutions, a linear head.
 
-    A strided 5x5 stem halves the image before any wide convolution, which is where a CPU
-    spends its time; batch norm lets a large learning rate train it in one or two epochs.
-    It trains in channels-last layout under bfloat16 autocast (training.numerics): on a
-    2-core AVX-512 CPU that is 1.5x and 2x the float32 speed with the same accuracy, as
-    measured in config/experiments/speedrun.md.
+    A strided 5x5 stem halves the image before the wider convolution, which is where a CPU
+    spends its time; batch norm lets one-cycle Adam train it in a few epochs, and a linear
+    head over the 7x7 map (not global pooling) keeps where a feature was, worth a point of
+    accuracy after one epoch. It trains channels-last under bfloat16 autocast
+    (training.numerics): on a 2-core AVX-512 CPU that is twice the float32 speed at the same
+    accuracy. Every choice is measured in config/experiments/speedrun.md.
     """
 
     memory_format = torch.channels_last
     autocast_dtype = torch.bfloat16
 
-    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
+    def __init__(self, num_classes: int = 10, width: int = 16) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, width, 5, stride=2, padding=2, bias=False),
@@ -73,12 +74,8 @@ class SpeedCNN(nn.Module):
             nn.BatchNorm2d(2 * width),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(2 * width),
-            nn.ReLU(),
-            nn.AdaptiveMaxPool2d(1),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width, num_classes))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 7 * 7, num_classes))
 
     def forward(self, x):
         return self.head(self.features(x))
