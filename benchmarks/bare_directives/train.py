@@ -1,0 +1,1 @@
+"""The yardstick's train script; a dry run only reads it."""
