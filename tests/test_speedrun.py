@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -124,3 +126,19 @@ def test_speedcnn_is_deterministic_and_resumes_to_the_same_weights(prepared, tmp
     assert [row["test_acc"] for row in resumed.history] == [
         row["test_acc"] for row in whole.history
     ]
+
+
+def test_determinism_is_switched_on_and_off_without_loading_the_compiler():
+    code = (
+        "import sys, torch\n"
+        "from reprogrid import training\n"
+        "training.set_determinism(True)\n"
+        "assert torch.are_deterministic_algorithms_enabled()\n"
+        "assert not torch.is_deterministic_algorithms_warn_only_enabled()\n"
+        "training.set_determinism(False)\n"
+        "assert not torch.are_deterministic_algorithms_enabled()\n"
+        "assert 'torch._inductor' not in sys.modules, 'inductor was imported'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
