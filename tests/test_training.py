@@ -90,7 +90,8 @@ def test_stopped_run_resumes_to_the_same_weights(prepared, tmp_path):
     resumed = train(prepared, tmp_path / "split", arch="cnn", schedule="onecycle")
     assert resumed.resumed_from == 2
     assert same_weights(uninterrupted.weights, resumed.weights)
-    assert [r["val_acc"] for r in resumed.history] == [r["val_acc"] for r in uninterrupted.history]
+    for column in ("val_acc", "lr", "train_loss"):
+        assert [r[column] for r in resumed.history] == [r[column] for r in uninterrupted.history]
 
 
 def test_checkpoint_of_other_parameters_is_not_resumed(prepared, tmp_path):

@@ -232,7 +232,16 @@ def train_one_run(
         steps = min(steps, cfg["max_batches"])
     scheduler, per_batch = make_scheduler(optimizer, cfg, steps)
 
-    fingerprint = config_hash(cfg)
+    # Threads, device and split change the arithmetic too: resume only under the same ones.
+    fingerprint = config_hash(
+        {
+            **cfg,
+            "threads": threads,
+            "device": dev.type,
+            "val_fraction": val_fraction,
+            "split_seed": split_seed,
+        }
+    )
     state = checkpoint.load(checkpoint_path)
     if state is not None and state["config_hash"] != fingerprint:
         log.info("ignoring checkpoint %s: it belongs to other parameters", checkpoint_path)
@@ -274,11 +283,18 @@ def train_one_run(
             model.train()
             order = epoch_order(n_train, cfg["seed"], epoch, dev)
             if accum is None:
-                accum = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+                accum = {
+                    "loss": 0.0,
+                    "correct": 0,
+                    "seen": 0,
+                    "seconds": 0.0,
+                    "lr": optimizer.param_groups[0]["lr"],
+                }
             loss_sum = torch.tensor(accum["loss"], dtype=torch.float64, device=dev)
             correct = torch.tensor(accum["correct"], dtype=torch.int64, device=dev)
             seen, seconds = accum["seen"], accum["seconds"]
-            lr_at_start = optimizer.param_groups[0]["lr"]
+            # A per-batch schedule has moved on by a mid-epoch resume: keep the epoch's first rate.
+            lr_at_start = accum["lr"]
             tick = time.perf_counter()
             for step in range(start_batch, steps):
                 idx = order[step * batch_size : (step + 1) * batch_size]
@@ -295,13 +311,14 @@ def train_one_run(
                 correct += (logits.detach().argmax(1) == yb).sum()
                 seen += yb.shape[0]
                 if flag.raised is not None:
+                    # The partial epoch's seconds travel in `accum`; the epoch's end adds them.
                     seconds += time.perf_counter() - tick
-                    train_seconds += time.perf_counter() - tick
                     partial = {
                         "loss": loss_sum.item(),
                         "correct": correct.item(),
                         "seen": seen,
                         "seconds": seconds,
+                        "lr": lr_at_start,
                     }
                     checkpoint.save(checkpoint_path, snapshot(epoch, step + 1, partial))
                     log.info(
