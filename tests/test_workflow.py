@@ -23,7 +23,8 @@ def finished(tmp_path_factory, raw_dir):
 
     folder = copy_project(tmp_path_factory.mktemp("grid") / "project")
     config = write_config(folder, tiny_grid(raw_dir, grid={"seed": [0, 1, 2]}))
-    snakemake(folder, "--cores", "2", "--configfile", str(config))
+    result = snakemake(folder, "--cores", "2", "--configfile", str(config))
+    (folder / "first_run.log").write_text(result.stdout + result.stderr)
     return folder, config
 
 
@@ -46,6 +47,16 @@ def test_every_run_folder_is_complete(finished):
         assert (run / "model.pt").stat().st_size > 0
         assert (run / "train.log").is_file()
         assert not (run / "checkpoint.pt").exists()
+
+
+def test_costliest_runs_start_first(finished):
+    folder, _ = finished
+    started = [
+        line.split("Training ", 1)[1].split("/")[0]
+        for line in (folder / "first_run.log").read_text().splitlines()
+        if "Training arch=" in line
+    ]
+    assert started == ["arch=cnn"] * 6 + ["arch=mlp"] * 6
 
 
 def test_summary_tables_have_one_row_per_run_and_setting(finished):

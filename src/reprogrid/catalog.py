@@ -19,6 +19,17 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 
+# Relative CPU time per training image (mlp = 1), measured on Fashion-MNIST (docs/benchmarks.md).
+# Snakemake starts the costliest runs first, so a grid does not end with one long run on one
+# core while the others idle. A missing entry counts as 1; it affects order, never results.
+TRAINING_COST: dict[str, float] = {
+    "mlp": 1,
+    "cnn": 10,
+    "speedcnn": 4,
+    "examples_cnn": 90,
+}
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """A 28x28 grey-scale classification data set in the IDX format."""

@@ -61,6 +61,12 @@ def run_params(wildcards):
     return RUNS[wildcards.run]
 
 
+def train_priority(wildcards):
+    """Longest runs first: a grid should not end with one long run on one core, the rest idle."""
+    run = RUNS[wildcards.run]
+    return run["epochs"] * catalog.TRAINING_COST.get(run["arch"], 1)
+
+
 def raw_inputs():
     """The four raw IDX files when they come from data.raw_dir, so editing them re-prepares."""
     if config["data"]["raw_dir"] is None:

@@ -12,6 +12,7 @@ rule train:
         provenance=paths.run_file(EXPERIMENT, "{run}", "provenance.json"),
     log:
         paths.run_file(EXPERIMENT, "{run}", paths.TRAIN_LOG),
+    priority: train_priority
     conda:
         "../../envs/train.yaml"
     threads: TRAIN["threads"]
