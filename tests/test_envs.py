@@ -36,17 +36,27 @@ RULE = re.compile(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", re.MULTILINE)
 DIRECTIVE = r"^\s+{}:\s*\n\s+\"([^\"]+)\""
 
 
+# A rule whose shell runs a module of the package: `... -m reprogrid.jobs.train ...`.
+MODULE_COMMAND = re.compile(r"-m (reprogrid[\w.]*)")
+
+
 def rules() -> dict[str, tuple[Path, Path | None]]:
-    """Every rule that runs a script: its script and its conda env file (None if it has none)."""
+    """Every rule that runs Python (a script, or a package module from its shell command):
+    that source file and its conda env file (None if it has none)."""
     found = {}
     for smk in RULE_FILES:
         for name, body in RULE.findall(smk.read_text()):
             script = re.search(DIRECTIVE.format("script"), body, re.MULTILINE)
-            if script is None:
+            module = MODULE_COMMAND.search(body)
+            if script is not None:
+                source = (smk.parent / script.group(1)).resolve()
+            elif module is not None:
+                source = module_file(module.group(1))
+            else:
                 continue
             conda = re.search(DIRECTIVE.format("conda"), body, re.MULTILINE)
             env = (smk.parent / conda.group(1)).resolve() if conda else None
-            found[name] = ((smk.parent / script.group(1)).resolve(), env)
+            found[name] = (source, env)
     return found
 
 

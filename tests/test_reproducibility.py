@@ -132,8 +132,8 @@ def training_pid(session: int) -> int:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
         except (OSError, ProcessLookupError):
             continue
-        # The interpreter itself, not a shell whose command line merely names the script.
-        if argv and "python" in Path(argv[0]).name and argv[-1].endswith(".train.py"):
+        # The interpreter itself, not a shell whose command line merely names the module.
+        if argv and "python" in Path(argv[0]).name and "reprogrid.jobs.train" in argv:
             return int(entry.name)
     raise AssertionError("no training process found")
 

@@ -136,3 +136,8 @@ def export_pythonpath(src: str) -> None:
     current = os.environ.get("PYTHONPATH", "")
     if src not in current.split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(part for part in (src, current) if part)
+
+
+def export_interpreter(python: str) -> None:
+    """Name the Python that runs the train command, as $REPROGRID_PYTHON for child processes."""
+    os.environ["REPROGRID_PYTHON"] = python

@@ -10,6 +10,15 @@ from reprogrid import config as configuration
 
 paths.export_pythonpath(SRC)
 
+# The interpreter of the train command ($REPROGRID_PYTHON): inside a conda env or container,
+# that env's `python`; otherwise the one running Snakemake, which has torch.
+paths.export_interpreter(
+    "python"
+    if {"CONDA", "APPTAINER"}
+    & {method.name for method in workflow.deployment_settings.deployment_method}
+    else sys.executable
+)
+
 CONFIG_DIR = Path(workflow.basedir) / "config"
 SCHEMA = configuration.load_schema(
     Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"

@@ -30,5 +30,9 @@ rule train:
     message:
         "Training {wildcards.run} ({threads} thread(s), {resources.gpu} GPU(s), "
         "{resources.mem_mb} MB, {resources.runtime} min)"
-    script:
-        "../../scripts/train.py"
+    shell:
+        '"$REPROGRID_PYTHON" -m reprogrid.jobs.train --run {wildcards.run:q}'
+        " --params {params.train:q} --experiment {params.experiment:q} --split {params.split:q}"
+        " --data {input.data:q} --checks {input.checks:q} --log {log:q}"
+        " --metrics {output.metrics:q} --history {output.history:q} --model {output.model:q}"
+        " --provenance {output.provenance:q} --threads {threads} --gpus {resources.gpu}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import json
 import logging
 import sys
@@ -19,6 +21,9 @@ log = logging.getLogger("reprogrid")
 
 # Exit status of a job stopped by SIGTERM after saving its checkpoint (128 + 15, as a shell says).
 STOPPED_EXIT = 143
+
+# The checkout this module runs from: its commit is the code that trains.
+REPO = Path(__file__).resolve().parents[3]
 
 
 def train_job(
@@ -124,3 +129,39 @@ def train_job(
     if gpu_lock is not None:
         gpu_lock.close()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The train rule's command line: `python -m reprogrid.jobs.train --run ... --log ...`.
+
+    A command rather than a `script:` because Snakemake reads a script's source once per
+    job while planning, a third of the dry-run time of a 10,000-run grid
+    (docs/benchmarks.md). Mappings arrive as Python literals, as Snakemake formats them.
+    """
+    parser = argparse.ArgumentParser(prog="python -m reprogrid.jobs.train")
+    for name in ("run", "params", "experiment", "split", "data", "checks", "log"):
+        parser.add_argument(f"--{name}", required=True)
+    for name in ("metrics", "history", "model", "provenance"):
+        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--gpus", type=int, default=0)
+    args = parser.parse_args(argv)
+    return train_job(
+        run=args.run,
+        params=ast.literal_eval(args.params),
+        experiment=args.experiment,
+        split=ast.literal_eval(args.split),
+        prepared_path=args.data,
+        checks_path=args.checks,
+        outputs={
+            name: getattr(args, name) for name in ("metrics", "history", "model", "provenance")
+        },
+        log_path=args.log,
+        threads=args.threads,
+        gpus=args.gpus,
+        repo_dir=str(REPO),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

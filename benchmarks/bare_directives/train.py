@@ -1,1 +1,0 @@
-"""The yardstick's train script; a dry run only reads it."""
