@@ -71,7 +71,10 @@ def run_config(record: Mapping[str, Any], raw_dir: str | None) -> dict[str, Any]
     axes = list(paths.parse_run_id(record["run"]))
     return {
         "experiment": record["experiment"],
-        "data": {**record["config"]["data"], "raw_dir": raw_dir},
+        "data": {
+            **record["config"]["data"],
+            "raw_dir": raw_dir if raw_dir is not None else record["config"]["data"].get("raw_dir"),
+        },
         "grid": {axis: [train[axis]] for axis in axes},
         "train": {key: value for key, value in train.items() if key not in axes},
         "resources": dict(record["config"]["resources"]),
@@ -241,7 +244,8 @@ def _parser() -> argparse.ArgumentParser:
         "--source", help="repository URL or path to clone instead of the recorded one"
     )
     reproduce.add_argument(
-        "--raw-dir", help="folder with the four IDX files (default: download them)"
+        "--raw-dir",
+        help="folder with the four IDX files (default: the one the run recorded, else download)",
     )
     return parser
 

@@ -18,7 +18,7 @@ def prepare_data_job(
     try:
         folder = raw_dir or data.download(dataset, paths.download_dir(dataset))
         log.info("preparing %s from %s", dataset, folder)
-        record = data.prepare(dataset, folder, prepared_path)
+        record = {"raw_dir": raw_dir, **data.prepare(dataset, folder, prepared_path)}
     except data.DataError as err:
         log.error("%s", err)
         return 1

@@ -90,7 +90,7 @@ def train_job(
         "seed": params["seed"],
         "config": {
             "experiment": experiment,
-            "data": {"dataset": checks["dataset"], **split},
+            "data": {"dataset": checks["dataset"], "raw_dir": checks.get("raw_dir"), **split},
             "train": dict(params),
             "resources": {"threads": threads, "gpu": gpus},
         },
