@@ -23,21 +23,13 @@ from pathlib import Path
 import torch
 
 from reprogrid import checkpoint, data, training
+from reprogrid import config as configuration
 
-DEFAULTS = {
-    "seed": 0,
-    "lr": 0.001,
-    "batch_size": 128,
-    "optimizer": "adam",
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "schedule": "constant",
-    "step_gamma": 0.7,
-    "label_smoothing": 0.0,
-    "select_metric": "val_acc",
-    "eval_batch_size": 2000,
-    "max_batches": None,
-}
+REPO = Path(__file__).resolve().parents[1]
+# The schema's training defaults: the run a user gets unless the config says otherwise.
+DEFAULTS = configuration.train_defaults(
+    configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
+)
 
 
 def timed_run(prepared, cfg, threads: int, device: str, folder: Path) -> tuple[float, str]:

@@ -11,8 +11,11 @@ import pytest
 import yaml
 
 import idxdata
+from reprogrid import config as configuration
+from reprogrid import data, training
 
 REPO = Path(__file__).resolve().parents[1]
+SCHEMA = configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
 PROJECT_PARTS = ("Snakefile", "workflow", "config", "scripts", "envs", "profiles", "src")
 
 
@@ -69,3 +72,30 @@ def tiny_grid(raw_dir: Path, **overrides) -> dict:
     for key, value in overrides.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     return config
+
+
+def train_params(**overrides) -> dict:
+    """A run's complete training parameters: the schema's defaults, then `overrides`."""
+    return {**configuration.train_defaults(SCHEMA), **overrides}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A small prepared data set, loaded as a training job loads it."""
+    folder = tmp_path_factory.mktemp("data")
+    idxdata.write_dataset(folder / "raw", n_train=600, n_test=200, noise=150)
+    data.prepare("mnist", folder / "raw", folder / "prepared.pt")
+    return data.load_prepared(folder / "prepared.pt")
+
+
+def train_run(prepared, folder: Path, params: dict, on_epoch=None) -> training.RunResult:
+    """Train one run on one thread, its checkpoint in `folder`."""
+    return training.train_one_run(
+        prepared,
+        params,
+        val_fraction=0.1,
+        split_seed=0,
+        checkpoint_path=folder / "checkpoint.pt",
+        threads=1,
+        on_epoch=on_epoch,
+    )

@@ -10,48 +10,17 @@ import sys
 import pytest
 import torch
 
-import idxdata
-from conftest import REPO, snakemake
-from reprogrid import catalog, data, models, training
+from conftest import REPO, snakemake, train_params, train_run
+from reprogrid import catalog, models, training
 from reprogrid import config as configuration
 
-CFG = {
-    "seed": 0,
-    "arch": "speedcnn",
-    "lr": 0.003,
-    "epochs": 2,
-    "batch_size": 64,
-    "optimizer": "adam",
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "schedule": "onecycle",
-    "step_gamma": 0.7,
-    "label_smoothing": 0.0,
-    "select_metric": "val_acc",
-    "deterministic": True,
-    "eval_batch_size": 256,
-    "max_batches": None,
-}
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    idxdata.write_dataset(folder / "raw", n_train=600, n_test=200, noise=150)
-    data.prepare("fashion-mnist", folder / "raw", folder / "prepared.pt")
-    return data.load_prepared(folder / "prepared.pt")
+CFG = train_params(
+    arch="speedcnn", lr=0.003, epochs=2, batch_size=64, schedule="onecycle", eval_batch_size=256
+)
 
 
 def train(prepared, tmp_path, on_epoch=None, **overrides):
-    return training.train_one_run(
-        prepared,
-        {**CFG, **overrides},
-        val_fraction=0.1,
-        split_seed=0,
-        checkpoint_path=tmp_path / "checkpoint.pt",
-        threads=1,
-        on_epoch=on_epoch,
-    )
+    return train_run(prepared, tmp_path, {**CFG, **overrides}, on_epoch)
 
 
 def test_the_speedrun_experiment_resolves_to_its_recipe():

@@ -8,46 +8,14 @@ import signal
 import pytest
 import torch
 
-import idxdata
-from reprogrid import data, training
+from conftest import train_params, train_run
+from reprogrid import training
 
-BASE = {
-    "seed": 0,
-    "arch": "mlp",
-    "lr": 0.003,
-    "epochs": 3,
-    "batch_size": 64,
-    "optimizer": "adam",
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "schedule": "constant",
-    "step_gamma": 0.7,
-    "label_smoothing": 0.0,
-    "select_metric": "val_acc",
-    "deterministic": True,
-    "eval_batch_size": 256,
-    "max_batches": None,
-}
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    idxdata.write_dataset(folder / "raw", n_train=600, n_test=200, noise=150)
-    data.prepare("mnist", folder / "raw", folder / "prepared.pt")
-    return data.load_prepared(folder / "prepared.pt")
+BASE = train_params(arch="mlp", lr=0.003, batch_size=64, eval_batch_size=256)
 
 
 def train(prepared, tmp_path, on_epoch=None, **overrides):
-    return training.train_one_run(
-        prepared,
-        {**BASE, **overrides},
-        val_fraction=0.1,
-        split_seed=0,
-        checkpoint_path=tmp_path / "checkpoint.pt",
-        threads=1,
-        on_epoch=on_epoch,
-    )
+    return train_run(prepared, tmp_path, {**BASE, **overrides}, on_epoch)
 
 
 def same_weights(a, b) -> bool:

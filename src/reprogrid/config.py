@@ -422,6 +422,14 @@ def check_semantics(config: Mapping[str, Any]) -> None:
             raise ConfigError("config key analysis.criterion: better and worse must differ")
 
 
+def train_defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Every training parameter at the schema's default."""
+    return {
+        key: spec.get("default")
+        for key, spec in schema["properties"]["train"]["properties"].items()
+    }
+
+
 def expand_grid(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, dict]:
     """One entry per run: run id -> that run's complete training parameters.
 
@@ -429,10 +437,7 @@ def expand_grid(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[st
     the schema's default, so a run id is a function of the run's axis values alone, and
     listing an axis at its default moves and reruns nothing.
     """
-    defaults = {
-        key: spec.get("default")
-        for key, spec in schema["properties"]["train"]["properties"].items()
-    }
+    defaults = train_defaults(schema)
     grid = config["grid"]
     axes = list(grid)
     runs: dict[str, dict] = {}
