@@ -385,11 +385,10 @@ def _snakemake(folder: Path, *args: str, env: dict | None = None) -> subprocess.
     )
 
 
-def _one_run(raw_dir: Path, experiment: str, **data_keys) -> dict:
+def _one_run(raw_dir: Path, experiment: str) -> dict:
     return tiny_grid(
         raw_dir,
         experiment=experiment,
-        data=data_keys,
         grid={"seed": [0], "arch": ["mlp"], "lr": [0.003]},
         analysis={"criterion": None},
     )
@@ -407,7 +406,7 @@ def test_experiments_reading_other_files_keep_their_own_prepared_data(tmp_path, 
         target = paths.run_file(experiment, RUN, "metrics.json")
         snakemake(folder, target, "--cores", "1", "--configfile", str(config))
     prepared = sorted((folder / paths.data_dir("mnist")).glob("raw-*/prepared.pt"))
-    assert len(prepared) == 2
+    assert len(prepared) == 2, "each experiment's files get their own prepared data"
     assert data.sha256(prepared[0]) != data.sha256(prepared[1])
     for experiment, raw in (("first", raw_dir), ("second", other)):
         record = json.loads(

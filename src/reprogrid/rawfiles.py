@@ -185,11 +185,9 @@ def check(dataset: str, files: Mapping[str, RawFile], verify: bool) -> bool:
     if verify and unknown:
         file = unknown[0]
         spec = catalog.DATASETS[dataset]
-        only_gz = (
-            ""
-            if spec.idx_md5 or file.path.suffix == ".gz"
-            else (f", and {dataset}'s authors publish digests of its .gz files only")
-        )
+        only_gz = ""
+        if not spec.idx_md5 and file.path.suffix != ".gz":
+            only_gz = f", and {dataset}'s authors publish digests of its .gz files only"
         raise DataError(
             f"config key data.verify: {file.path} is not {dataset}'s published "
             f"{file.path.name.removesuffix('.gz')} (md5 of its IDX bytes {file.content_md5}"
