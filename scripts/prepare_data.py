@@ -9,6 +9,9 @@ sys.exit(
     prepare_data_job(
         dataset=sm.params.dataset,
         raw_dir=sm.params.raw_dir,
+        verify=sm.params.verify,
+        key=sm.params.key,
+        download_dir=sm.params.download_dir,
         prepared_path=sm.output.prepared,
         checks_path=sm.output.checks,
         log_path=sm.log[0],

@@ -62,10 +62,10 @@ def snakemake(folder: Path, *args: str, check: bool = True) -> subprocess.Comple
 
 
 def tiny_grid(raw_dir: Path, **overrides) -> dict:
-    """A config of 2 seeds x 2 archs x 2 lrs, one epoch, reading `raw_dir`."""
+    """A config of 2 seeds x 2 archs x 2 lrs, one epoch, reading the generated data in `raw_dir`."""
     config = {
         "experiment": "tiny",
-        "data": {"raw_dir": str(raw_dir)},
+        "data": {"raw_dir": str(raw_dir), "verify": False},
         "grid": {"seed": [0, 1], "arch": ["mlp", "cnn"], "lr": [0.001, 0.003]},
         "train": {"epochs": 1, "batch_size": 64},
     }
@@ -84,7 +84,7 @@ def prepared(tmp_path_factory):
     """A small prepared data set, loaded as a training job loads it."""
     folder = tmp_path_factory.mktemp("data")
     idxdata.write_dataset(folder / "raw", n_train=600, n_test=200, noise=150)
-    data.prepare("mnist", folder / "raw", folder / "prepared.pt")
+    data.prepare("mnist", folder / "raw", folder / "prepared.pt", verify=False)
     return data.load_prepared(folder / "prepared.pt")
 
 

@@ -392,7 +392,7 @@ def planning_project(tmp_path_factory, raw_dir):
     """A project copy whose config.yaml reads the generated data; only dry runs happen here."""
     folder = copy_project(tmp_path_factory.mktemp("plan") / "project")
     config = yaml.safe_load((folder / "config/config.yaml").read_text(encoding="utf-8"))
-    config["data"]["raw_dir"] = str(raw_dir)
+    config["data"].update(raw_dir=str(raw_dir), verify=False)
     write_config(folder / "config", config, "config.yaml")
     return folder
 
@@ -532,7 +532,7 @@ def test_precedence_through_snakemake(planning_project, tmp_path):
 def test_fashion_experiment_plans_into_its_own_folder(planning_project):
     result = snakemake(planning_project, "-n", "--config", "experiment=fashion")
     output = result.stdout
-    assert "resources/data/fashion-mnist/prepared.pt" in output
+    assert paths.prepared_data("fashion-mnist", paths.DOWNLOADED) in output
     assert "results/fashion/summary/runs.csv" in output
     assert "reports/fashion/labbook.html" in output
     assert len(planned_runs(result)) == 12
@@ -553,9 +553,10 @@ def test_truncated_dataset_stops_the_data_step_naming_the_file(tmp_path, raw_dir
     assert result.returncode != 0
     assert "train-images-idx3-ubyte.gz" in output
     assert "truncated" in output
-    log = (folder / paths.data_log("mnist")).read_text(encoding="utf-8")
+    (log_file,) = (folder / paths.data_dir("mnist")).glob("*/prepare.log")
+    log = log_file.read_text(encoding="utf-8")
     assert f"{images}: " in log and "truncated" in log
-    assert not (folder / paths.prepared_data("mnist")).exists()
+    assert not list((folder / paths.data_dir("mnist")).glob("*/prepared.pt"))
     assert not (folder / "results").exists()
 
 

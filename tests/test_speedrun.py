@@ -48,7 +48,7 @@ def test_the_speedrun_experiment_plans_one_two_thread_job_per_seed(project, raw_
         "2",
         "--config",
         "experiment=speedrun",
-        f"data={{raw_dir: {raw_dir}}}",
+        f"data={{raw_dir: {raw_dir}, verify: false}}",
     )
     output = result.stdout + result.stderr
     assert "results/speedrun/runs/arch=speedcnn/" in output

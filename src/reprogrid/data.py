@@ -1,9 +1,9 @@
 """The four IDX files of a 28x28 data set: fetch, check, and prepare once for every run.
 
-`prepare` reads the raw files (downloaded by torchvision or copied into a folder),
-checks every header and label, and writes one compact file of uint8 tensors that a
-training job loads, memory-mapped, in milliseconds. Nothing here cares which data set
-it is beyond its name and class count.
+`prepare` reads the raw files (downloaded by torchvision or copied into a folder), checks
+that they are the data set they are named as (`rawfiles.check`), checks every header and
+label, and writes one compact file of uint8 tensors that a training job loads,
+memory-mapped, in milliseconds.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib
+import math
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from reprogrid import atomic, catalog, checkpoint
+from reprogrid import atomic, catalog, checkpoint, rawfiles
+from reprogrid.rawfiles import DataError
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 SIDE = 28
-
-
-class DataError(ValueError):
-    """Raw data that must not be trained on; the message names the file and the fault."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +50,8 @@ def _read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as handle:
                 return handle.read()
         return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DataError(f"{path}: cannot be read ({err}); download or copy it again") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise rawfiles.unreadable(path, err) from None
 
 
 def read_idx(path: str | Path, magic: int) -> np.ndarray:
@@ -60,16 +59,17 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
     path = Path(path)
     raw = _read_bytes(path)
     if len(raw) < 8:
-        raise DataError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
+        raise DataError(f"{path}: too short to be an IDX file ({len(raw)} bytes); copy it again")
     (found,) = struct.unpack(">I", raw[:4])
     if found != magic:
-        raise DataError(f"{path}: magic number {found:#010x}, expected {magic:#010x}")
+        hint = f"; it is gzipped: name it {path.name}.gz" if raw[:2] == rawfiles.GZIP_MAGIC else ""
+        raise DataError(f"{path}: magic number {found:#010x}, expected {magic:#010x}{hint}")
     ndim = found & 0xFF
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated header")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(shape)) + header
+    expected = math.prod(shape) + header
     if len(raw) != expected:
         raise DataError(
             f"{path}: {len(raw)} bytes where the header {tuple(shape)} promises {expected}; "
@@ -95,35 +95,47 @@ def check_split(
         raise DataError(f"{label_file}: label {int(labels.max())} outside 0..{num_classes - 1}")
 
 
-def locate_raw(raw_dir: str | Path) -> dict[str, Path]:
-    """The four IDX files in `raw_dir`, by role."""
-    folder = Path(raw_dir)
-    found = {}
-    for role, stem in catalog.IDX_FILES.items():
-        path = catalog.find_idx_file(folder, stem)
-        if path is None:
-            raise DataError(f"{folder}: no {stem}(.gz); the folder must hold all four IDX files")
-        found[role] = path
-    return found
-
-
 def download(dataset: str, root: str | Path) -> Path:
-    """Download `dataset` with torchvision into `root`; return the folder of its IDX files."""
+    """Download `dataset` into `root` as torchvision does; return the folder of its IDX files.
+
+    Each file comes from the first of torchvision's mirrors that serves it with the published
+    md5. Without network this refuses in one line saying which files to put where instead.
+    """
     spec = catalog.DATASETS[dataset]
-    datasets = importlib.import_module("torchvision.datasets")
-    klass = getattr(datasets, spec.torchvision_class)
-    for train in (True, False):
-        klass(root=str(root), train=train, download=True)
-    return Path(root) / spec.torchvision_class / "raw"
+    klass = getattr(importlib.import_module("torchvision.datasets"), spec.torchvision_class)
+    utils = importlib.import_module("torchvision.datasets.utils")
+    raw = Path(root) / spec.torchvision_class / "raw"
+    for filename, md5 in klass.resources:
+        for mirror in klass.mirrors:
+            try:
+                utils.download_and_extract_archive(
+                    f"{mirror}{filename}", download_root=str(raw), filename=filename, md5=md5
+                )
+                break
+            except (OSError, RuntimeError) as err:  # URLError, or a download failing its md5
+                failure = err
+        else:
+            files = ", ".join(f"{stem}.gz" for stem in catalog.IDX_FILES.values())
+            raise DataError(
+                f"cannot download {dataset} ({filename}: {failure}); without network, set "
+                f"data.raw_dir to a folder holding its four IDX files {files} (gzipped or not)"
+            )
+    return raw
 
 
-def prepare(dataset: str, raw_dir: str | Path, out_file: str | Path) -> dict[str, Any]:
-    """Check the raw files and write the prepared tensors; return the checks' record."""
+def prepare(
+    dataset: str, raw_dir: str | Path, out_file: str | Path, verify: bool = True
+) -> dict[str, Any]:
+    """Check the raw files and write the prepared tensors; return the checks' record.
+
+    `verify` refuses files other than `dataset`'s published ones (see `rawfiles.check`).
+    """
     spec = catalog.DATASETS[dataset]
-    files = locate_raw(raw_dir)
+    files = rawfiles.inspect(raw_dir)
+    verified = rawfiles.check(dataset, files, verify)
     arrays = {}
     for split in ("train", "test"):
-        image_file, label_file = files[f"{split}_images"], files[f"{split}_labels"]
+        image_file, label_file = files[f"{split}_images"].path, files[f"{split}_labels"].path
         images = read_idx(image_file, IMAGE_MAGIC)
         labels = read_idx(label_file, LABEL_MAGIC)
         check_split(split, images, labels, spec.num_classes, (image_file, label_file))
@@ -133,8 +145,10 @@ def prepare(dataset: str, raw_dir: str | Path, out_file: str | Path) -> dict[str
     record = {
         "dataset": dataset,
         "num_classes": spec.num_classes,
-        "raw_files": {role: str(path) for role, path in files.items()},
-        "raw_sha256": {path.name: sha256(path) for path in files.values()},
+        "verify": verify,
+        "verified": verified,
+        "raw_files": {role: str(file.path) for role, file in files.items()},
+        "raw_sha256": {file.path.name: file.sha256 for file in files.values()},
         "counts": {split: int(arrays[split][0].shape[0]) for split in arrays},
         "canonical_counts": (
             arrays["train"][0].shape[0] == spec.train_count

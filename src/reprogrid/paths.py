@@ -99,20 +99,30 @@ def data_dir(dataset: str) -> str:
     return f"{RESOURCES}/data/{dataset}"
 
 
-def prepared_data(dataset: str) -> str:
-    return f"{data_dir(dataset)}/prepared.pt"
+# The key of the data torchvision downloads; data from `data.raw_dir` are keyed by content.
+DOWNLOADED = "download"
 
 
-def data_checks(dataset: str) -> str:
-    return f"{data_dir(dataset)}/checks.json"
+def prepared_dir(dataset: str, key: str) -> str:
+    """The folder of one prepared copy of `dataset`: `key` is DOWNLOADED or names its raw files."""
+    return f"{data_dir(dataset)}/{key}"
 
 
-def data_log(dataset: str) -> str:
-    return f"{data_dir(dataset)}/prepare.log"
+def prepared_data(dataset: str, key: str) -> str:
+    return f"{prepared_dir(dataset, key)}/prepared.pt"
 
 
-def download_dir(dataset: str) -> str:
-    return f"{data_dir(dataset)}/download"
+def data_checks(dataset: str, key: str) -> str:
+    return f"{prepared_dir(dataset, key)}/checks.json"
+
+
+def data_log(dataset: str, key: str) -> str:
+    return f"{prepared_dir(dataset, key)}/prepare.log"
+
+
+def raw_digests() -> str:
+    """The digests of raw files already read while planning, by path and file status."""
+    return f"{RESOURCES}/data/raw-digests.json"
 
 
 def report_dir(experiment: str) -> str:

@@ -7,8 +7,8 @@ localrules:
 
 rule audit_retrain:
     input:
-        data=paths.prepared_data(DATASET),
-        checks=paths.data_checks(DATASET),
+        data=paths.prepared_data(DATASET, RAW.key),
+        checks=paths.data_checks(DATASET, RAW.key),
         models=audit_outputs("model.pt"),
         metrics=audit_outputs("metrics.json"),
         history=audit_outputs("history.csv"),

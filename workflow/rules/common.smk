@@ -5,7 +5,7 @@ from pathlib import Path
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 from reprogrid import audit as auditing
-from reprogrid import catalog, paths
+from reprogrid import catalog, paths, rawfiles
 from reprogrid import config as configuration
 
 paths.export_pythonpath(SRC)
@@ -38,6 +38,16 @@ config.update(RESOLVED)
 
 EXPERIMENT = config["experiment"]
 DATASET = config["data"]["dataset"]
+# The raw files checked as the data job checks them, and the key of their prepared data.
+try:
+    RAW = rawfiles.plan(
+        DATASET,
+        config["data"]["raw_dir"],
+        config["data"]["verify"],
+        paths.raw_digests(),
+    )
+except rawfiles.DataError as error:
+    sys.exit(f"reprogrid: {error}")
 RUNS = configuration.expand_grid(config, SCHEMA)
 TRAIN = config["resources"]
 
@@ -76,14 +86,9 @@ def train_priority(wildcards):
     return run["epochs"] * catalog.TRAINING_COST.get(run["arch"], 1)
 
 
-def raw_inputs():
-    """The four raw IDX files when they come from data.raw_dir, so editing them re-prepares."""
-    if config["data"]["raw_dir"] is None:
-        return []
-    folder = Path(config["data"]["raw_dir"])
-    return [
-        str(catalog.find_idx_file(folder, stem)) for stem in catalog.IDX_FILES.values()
-    ]
+def download_dir(wildcards, output):
+    """Where torchvision downloads to: the folder of the prepared data (key `download`)."""
+    return str(Path(output.prepared).parent)
 
 
 def summary_targets():

@@ -7,17 +7,20 @@ localrules:
 
 rule prepare_data:
     input:
-        raw_inputs(),
+        RAW.inputs,
     output:
-        prepared=paths.prepared_data(DATASET),
-        checks=paths.data_checks(DATASET),
+        prepared=paths.prepared_data(DATASET, RAW.key),
+        checks=paths.data_checks(DATASET, RAW.key),
     log:
-        paths.data_log(DATASET),
+        paths.data_log(DATASET, RAW.key),
     conda:
         "../../envs/train.yaml"
     params:
         dataset=DATASET,
         raw_dir=config["data"]["raw_dir"],
+        verify=config["data"]["verify"],
+        key=RAW.key,
+        download_dir=download_dir,
     message:
         "Checking and preparing the {params.dataset} data set"
     script:

@@ -3,8 +3,8 @@
 
 rule train:
     input:
-        data=paths.prepared_data(DATASET),
-        checks=paths.data_checks(DATASET),
+        data=paths.prepared_data(DATASET, RAW.key),
+        checks=paths.data_checks(DATASET, RAW.key),
     output:
         metrics=paths.run_file(EXPERIMENT, "{run}", "metrics.json"),
         history=paths.run_file(EXPERIMENT, "{run}", "history.csv"),

@@ -90,7 +90,12 @@ def train_job(
         "seed": params["seed"],
         "config": {
             "experiment": experiment,
-            "data": {"dataset": checks["dataset"], "raw_dir": checks.get("raw_dir"), **split},
+            "data": {
+                "dataset": checks["dataset"],
+                "raw_dir": checks.get("raw_dir"),
+                "verify": checks["verify"],
+                **split,
+            },
             "train": dict(params),
             "resources": {"threads": threads, "gpu": gpus},
         },
