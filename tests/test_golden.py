@@ -48,7 +48,7 @@ def run_default_grid(folder: Path) -> dict[str, dict]:
     """The default grid of config/config.yaml, trained on a small generated data set."""
     project = copy_project(folder / "project")
     raw = idxdata.write_dataset(folder / "raw", n_train=1200, n_test=300, noise=220)
-    config = write_config(project, {"data": {"raw_dir": str(raw)}})
+    config = write_config(project, {"data": {"raw_dir": str(raw), "verify": False}})
     snakemake(project, "aggregate", "--cores", "2", "--configfile", str(config))
     return fingerprint(project / "results" / "default")
 
