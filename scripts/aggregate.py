@@ -2,11 +2,14 @@
 
 import sys
 
-from reprogrid.jobs.analysis import aggregate_job
 from reprogrid.logs import setup_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])
+
+# Imported once the log is set up, so that even a failing import lands in the rule log.
+from reprogrid.jobs.analysis import aggregate_job  # noqa: E402
+
 sys.exit(
     aggregate_job(
         experiment=sm.params.experiment,

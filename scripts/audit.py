@@ -3,9 +3,14 @@
 import sys
 from pathlib import Path
 
-from reprogrid.jobs.audit import audit_job
+from reprogrid.logs import setup_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
+setup_logging(sm.log[0])
+
+# Imported once the log is set up, so that even a failing import lands in the rule log.
+from reprogrid.jobs.audit import audit_job  # noqa: E402
+
 sys.exit(
     audit_job(
         experiment=sm.params.experiment,

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import pytest
 
 import idxdata
 from conftest import REPO, copy_project, snakemake, tiny_grid, write_config
-from reprogrid import audit, stats
+from reprogrid import audit, paths, provenance, stats
 
 RUN = "arch=cnn/lr=0.003/seed=0"
 TIMING = set(audit.TIMING_FIELDS)
@@ -260,3 +261,144 @@ def test_code_versions_flag_dirty_trees_and_unknown_commits_but_not_one_clean_co
     assert "1 run(s) were made on a dirty tree" in stats.code_versions(dirty)["warning"]
     unknown = clean.assign(commit=["c1", None])
     assert "1 run(s) record no git commit" in stats.code_versions(unknown)["warning"]
+
+
+def planned_jobs(folder: Path, config: Path) -> dict[str, int]:
+    """The jobs `snakemake -n` plans, by rule."""
+    output = snakemake(folder, "-n", "-q", "rules", "--configfile", str(config)).stdout
+    counts = re.findall(r"^(\w+)\s+(\d+)$", output.split("Job stats:")[-1], re.MULTILINE)
+    return {rule: int(count) for rule, count in counts if rule != "total"}
+
+
+@pytest.mark.workflow
+def test_code_changes_plan_again_what_they_change_and_nothing_else(tmp_path, raw_dir):
+    folder = copy_project(tmp_path / "project")
+    config = write_config(
+        tmp_path,
+        tiny_grid(
+            raw_dir,
+            grid={"seed": [0, 1], "arch": ["mlp"], "lr": [0.003]},
+            analysis={"criterion": None},
+        ),
+    )
+    snakemake(folder, "--cores", "2", "--configfile", str(config))
+    assert planned_jobs(folder, config) == {}
+
+    models = folder / "src/reprogrid/models.py"
+    original = models.read_text()
+    # Comments, blank lines and docstrings are not code: no GPU hour is spent on them.
+    models.write_text(original.replace('"""', '"""Reworded. ', 1) + "\n\n# A note on the models.\n")
+    assert planned_jobs(folder, config) == {}
+
+    models.write_text(original + "\nDEFAULT_WIDTH = 128\n")
+    plan = planned_jobs(folder, config)
+    assert plan["train"] == 2
+    assert {"aggregate", "figures", "tables"} <= plan.keys()
+
+    # Back to the code the runs were made with: nothing to do, whatever the file's mtime.
+    models.write_text(original)
+    assert planned_jobs(folder, config) == {}
+
+    plots = folder / "src/reprogrid/plots.py"
+    plots.write_text(plots.read_text() + "\nFIGURE_DPI = 300\n")
+    plan = planned_jobs(folder, config)
+    assert "train" not in plan
+    assert plan["figures"] == 1 and plan["tables"] == 1
+
+    # Snakemake's own opt-out: without the params trigger, code changes plan nothing.
+    models.write_text(original + "\nDEFAULT_WIDTH = 128\n")
+    output = snakemake(
+        folder, "-n", "--rerun-triggers", "mtime", "input", "code", "software-env",
+        "--configfile", str(config),
+    ).stdout  # fmt: skip
+    assert "Nothing to be done" in output
+
+
+@pytest.mark.parametrize(
+    ("remote", "recorded"),
+    [
+        ("https://user:tok-SECRET@host.example/x.git?token=q-SECRET", "https://host.example/x.git"),
+        ("https://tok-SECRET@github.com/org/repo.git", "https://github.com/org/repo.git"),
+        ("http://user:pw-SECRET@[::1]:8080/x.git#frag", "http://[::1]:8080/x.git"),
+        ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
+        ("ssh://git@host.example/x.git", "ssh://git@host.example/x.git"),
+        ("ssh://git:pw-SECRET@host.example:2222/x.git", "ssh://git@host.example:2222/x.git"),
+        ("/srv/git/repo.git", "/srv/git/repo.git"),
+        ("file:///srv/git/repo.git", "file:///srv/git/repo.git"),
+    ],
+)
+def test_remote_urls_lose_credentials_and_keep_working(remote, recorded):
+    assert provenance.strip_credentials(remote) == recorded
+
+
+SECRETS = {
+    "WANDB_API_KEY": "wandb-key-SECRET-4f1c",
+    "GITHUB_TOKEN": "ghp_SECRET0000github",
+    "AWS_SECRET_ACCESS_KEY": "aws-SECRET-wJalrXUtnFEMI",
+}
+TOKEN_REMOTE = (
+    "https://deploy:remote-SECRET-7a2b@git.example.org/lab/reprogrid.git?token=q-SECRET-9d"
+)
+
+
+@pytest.mark.workflow
+def test_no_secret_reaches_any_file_and_results_follow_the_umask(tmp_path, raw_dir):
+    folder = git_project(tmp_path / "project")
+    git(folder, "remote", "add", "origin", TOKEN_REMOTE)
+    config = write_config(
+        tmp_path,
+        tiny_grid(
+            raw_dir,
+            grid={"seed": [0], "arch": ["mlp"], "lr": [0.003]},
+            analysis={"criterion": None},
+        ),
+    )
+    env = {**os.environ, **SECRETS}
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(config)]
+    for args in (command, [*command, "--report", "report.html"]):
+        result = subprocess.run(
+            args, cwd=folder, env=env, capture_output=True, text=True,
+            preexec_fn=lambda: os.umask(0o002),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        leaked = [secret for secret in SECRETS.values() if secret in result.stdout + result.stderr]
+        assert not leaked
+
+    record = json.loads(
+        (folder / "results/tiny/runs/arch=mlp/lr=0.003/seed=0/provenance.json").read_text()
+    )
+    assert record["git"]["remote"] == "https://git.example.org/lab/reprogrid.git"
+    written = [
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and ".git" not in path.relative_to(folder).parts
+    ]
+    assert any(".snakemake" in path.parts for path in written)
+    for path in written:
+        content = path.read_bytes()
+        for secret in [*SECRETS.values(), "remote-SECRET-7a2b", "q-SECRET-9d"]:
+            assert secret.encode() not in content, f"{secret} in {path}"
+    for part in ("results", "reports", "resources"):
+        for path in (folder / part).rglob("*"):
+            if path.is_file():
+                assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
+
+
+@pytest.mark.workflow
+def test_a_code_change_during_training_is_flagged_in_the_provenance(resume_config, tmp_path):
+    folder = git_project(tmp_path / "project")
+    process = start_training(folder, resume_config, tmp_path / "output.txt")
+    wait_for(run_file(folder, "checkpoint.pt"), process)
+    started = git(folder, "rev-parse", "HEAD").strip()
+    models = folder / "src/reprogrid/models.py"
+    models.write_text(models.read_text() + "\nDEFAULT_WIDTH = 128\n")
+    git(folder, "commit", "--quiet", "-am", "a change while the run trains")
+    assert process.wait(timeout=300) == 0, (tmp_path / "output.txt").read_text()
+
+    record = json.loads(run_file(folder, "provenance.json").read_text())
+    assert record["code_changed_during_run"] is True
+    assert record["commit"] == started
+    assert record["code_at_end"]["commit"] == git(folder, "rev-parse", "HEAD").strip()
+    assert record["code_at_end"]["fingerprint"] != record["code_fingerprint"]
+    log = run_file(folder, paths.TRAIN_LOG).read_text()
+    assert "the code changed while this run trained" in log

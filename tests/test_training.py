@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 
 import pytest
 import torch
 
 from conftest import train_params, train_run
-from reprogrid import training
+from reprogrid import checkpoint, training
 
 BASE = train_params(arch="mlp", lr=0.003, batch_size=64, eval_batch_size=256)
 
@@ -92,3 +93,128 @@ def test_max_batches_limits_each_epoch(prepared, tmp_path):
 def test_history_csv_has_the_documented_columns():
     text = training.history_csv([dict.fromkeys(training.HISTORY_COLUMNS, 1.0)])
     assert text.splitlines()[0] == ",".join(training.HISTORY_COLUMNS)
+
+
+def stopped_after_first_epoch(prepared, folder, **overrides):
+    """Train two epochs but stop after the first, leaving its checkpoint in `folder`."""
+
+    def stop(row):
+        if row["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    keys = {name: overrides.pop(name) for name in ("data_sha256", "code") if name in overrides}
+    params = {**BASE, "epochs": 2, "max_batches": 3, **overrides}
+    with pytest.raises(training.Stopped):
+        resume(prepared, folder, params, on_epoch=stop, **keys)
+    assert (folder / "checkpoint.pt").is_file()
+    return params
+
+
+def resume(prepared, folder, params, on_epoch=None, **keys):
+    return training.train_one_run(
+        prepared, params, val_fraction=0.1, split_seed=0,
+        checkpoint_path=folder / "checkpoint.pt", threads=1, on_epoch=on_epoch, **keys,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("part", "made", "wanted"),
+    [("data_sha256", "aaaa", "bbbb"), ("code", "c0de0001", "c0de0002")],
+)
+def test_checkpoint_of_other_data_or_code_is_ignored_saying_which(
+    prepared, tmp_path, caplog, part, made, wanted
+):
+    params = stopped_after_first_epoch(prepared, tmp_path, **{part: made})
+    with caplog.at_level("INFO", logger="reprogrid"):
+        result = resume(prepared, tmp_path, params, **{part: wanted})
+    assert result.resumed_from is None
+    assert len(result.history) == 2
+    label = {"data_sha256": "data", "code": "code"}[part]
+    assert f"made with other {label} ({made} vs {wanted})" in caplog.text
+
+
+def test_checkpoint_of_the_same_data_and_code_resumes(prepared, tmp_path):
+    keys = {"data_sha256": "aaaa", "code": "c0de0001"}
+    params = stopped_after_first_epoch(prepared, tmp_path, **keys)
+    assert resume(prepared, tmp_path, params, **keys).resumed_from == 2
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "schedule"),
+    [
+        (optimizer, schedule)
+        for optimizer in ("adam", "adamw", "sgd", "adadelta")
+        for schedule in ("constant", "cosine", "onecycle", "step")
+        # One-cycle needs a momentum or beta1 to cycle, which Adadelta has not.
+        if (optimizer, schedule) != ("adadelta", "onecycle")
+    ],
+)
+def test_every_checkpoint_loads_as_tensors_and_plain_values(
+    prepared, tmp_path, optimizer, schedule
+):
+    stopped_after_first_epoch(prepared, tmp_path, optimizer=optimizer, schedule=schedule)
+    torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint.load(tmp_path / "checkpoint.pt") is not None
+    assert list(tmp_path.iterdir()) == [tmp_path / "checkpoint.pt"]
+
+
+class CreatesAFile:
+    """Unpickled, it creates the file it names: what a hostile checkpoint could do instead."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("form", ["torch.save", "pickle"])
+def test_a_checkpoint_that_would_run_code_never_does_and_the_run_starts_fresh(
+    prepared, tmp_path, caplog, form
+):
+    # The payload is real: unpickled the ordinary way, it creates its file.
+    proof = tmp_path / "proof"
+    pickle.loads(pickle.dumps(CreatesAFile(proof)))
+    assert proof.exists()
+
+    folder, marker = tmp_path / "run", tmp_path / "pwned"
+    folder.mkdir()
+    state = {key: CreatesAFile(marker) for key in checkpoint.KEYS}
+    payload = (
+        checkpoint.to_bytes(state) if form == "torch.save" else pickle.dumps(state, protocol=2)
+    )
+    (folder / "checkpoint.pt").write_bytes(payload)
+    with caplog.at_level("INFO", logger="reprogrid"):
+        result = resume(prepared, folder, {**BASE, "epochs": 1, "max_batches": 3})
+    assert not marker.exists()
+    assert result.status == "ok"
+    assert result.resumed_from is None
+    assert len(list(folder.glob("checkpoint.pt.damaged-*"))) == 1
+    assert "moved aside" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not a checkpoint"])
+def test_a_damaged_checkpoint_is_moved_aside_and_the_run_starts_fresh(
+    prepared, tmp_path, caplog, damage
+):
+    params = stopped_after_first_epoch(prepared, tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    good = path.read_bytes()
+    path.write_bytes(
+        {
+            "truncated": good[: len(good) // 2],
+            "garbage": os.urandom(4096),
+            "empty": b"",
+            "not a checkpoint": checkpoint.to_bytes({"epoch": 1, "weights": torch.zeros(3)}),
+        }[damage]
+    )
+    with caplog.at_level("INFO", logger="reprogrid"):
+        result = resume(prepared, tmp_path, params)
+    assert result.resumed_from is None
+    assert result.status == "ok"
+    aside = list(tmp_path.glob("checkpoint.pt.damaged-*"))
+    assert len(aside) == 1
+    assert f"moved aside to {aside[0].name}" in caplog.text
+    # The run's own checkpoints work again after it: the next one resumes.
+    params = stopped_after_first_epoch(prepared, tmp_path / "again")
+    assert resume(prepared, tmp_path / "again", params).resumed_from == 2

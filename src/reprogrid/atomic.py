@@ -1,29 +1,98 @@
-"""Write files so that a reader sees the old content or the new one, never a torn one."""
+"""Write files so that a reader sees the old content or the new one, never a torn one.
+
+A write goes to a temporary file beside the target, `.<name>.<host>.<pid>.<token>.tmp`, created
+with the mode the umask allows (as `open` would create the target itself), synced, renamed
+over the target, and the folder synced so the rename survives a crash. A writer killed before
+the rename leaves its temporary file behind; the next write of the same target removes those
+left by processes of this host that no longer run. Temporary files of other hosts (a shared
+file system) are left alone: whether their writer still runs cannot be known from here.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
-import tempfile
+import re
+import secrets
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
+def _host() -> str:
+    """This host's name as it may appear in a file name."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # Another user's process has this pid: it runs.
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporary files of `target` left by writers of this host that have died.
+
+    A file is removed only when its name says it was made here by a pid that no longer
+    runs; anything else (a live writer, another host, a name of another form) is kept.
+    The files removed.
+    """
+    prefix, host = f".{target.name}.", _host()
+    removed = []
+    for candidate in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        parts = candidate.name[len(prefix) : -len(".tmp")].rsplit(".", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        if _running(int(parts[1])):
+            continue
+        candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        # Some file systems (several network ones) refuse to sync a folder; the rename stands.
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds.
+
+    The file at `path` gets the mode the umask allows (0644 under umask 022), is synced to
+    disk, and so is its folder after the rename.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    remove_stale_temporaries(target)
+    tmp_path = target.parent / (
+        f".{target.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    )
+    # 0o666 filtered by the umask, as for any new file (mkstemp would force 0600).
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp_path
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, target)
+        _sync_folder(target.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -13,6 +13,7 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -54,13 +55,32 @@ def _git(repo: Path, *args: str) -> str | None:
     return out.stdout
 
 
+SSH_SCHEMES = ("ssh", "git+ssh", "ssh+git")
+
+
 def strip_credentials(url: str) -> str:
-    """A remote URL without user name, password or token."""
+    """A remote URL without password, token or query string, still usable to clone.
+
+    Over HTTP(S) and other URL schemes the whole user part goes, since a token often sits in
+    the user name (`https://<token>@host/x.git`). Over SSH the user name stays (`git@...`
+    names an account, and cloning needs it) and only a password goes, in both spellings:
+    `ssh://git@host/x.git` and `git@github.com:org/repo.git`.
+    """
     parts = urlsplit(url)
     if parts.scheme and parts.hostname:
-        host = parts.hostname + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url.split("@", 1)[-1] if "@" in url and "://" not in url else url
+        host = parts.hostname
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port:
+            host += f":{parts.port}"
+        if parts.scheme.lower() in SSH_SCHEMES and parts.username:
+            host = f"{parts.username}@{host}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    user, at, rest = url.partition("@")
+    if "://" not in url and at and "/" not in user:
+        # scp-like SSH, `user@host:path`: keep the user name, drop a password after a colon.
+        return f"{user.split(':', 1)[0]}@{rest.split('?', 1)[0]}"
+    return url
 
 
 def git_state(repo: str | Path) -> dict[str, Any]:
@@ -95,6 +115,11 @@ def git_state(repo: str | Path) -> dict[str, Any]:
         ),
         "diff": _git(repo, "diff", "HEAD", "--binary") or "",
     }
+
+
+def same_code(start: Mapping[str, Any], end: Mapping[str, Any]) -> bool:
+    """Whether two `git_state`s name the same code: commit, dirty flag and uncommitted diff."""
+    return all(start[key] == end[key] for key in ("commit", "dirty", "diff"))
 
 
 def packages() -> dict[str, str]:

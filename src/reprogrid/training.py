@@ -197,12 +197,16 @@ def train_one_run(
     threads: int,
     device: str = "cpu",
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    data_sha256: str | None = None,
+    code: str | None = None,
 ) -> RunResult:
     """Train the model `cfg` describes on the prepared data and return what it achieved.
 
     A checkpoint is written after every epoch (and on SIGTERM, mid-epoch) to
-    `checkpoint_path`; if one for the same parameters exists, training resumes from it
-    and ends with the same weights as an uninterrupted run.
+    `checkpoint_path`. If one exists that was made with the same parameters (threads,
+    device and split included), the same prepared data (`data_sha256`) and the same code
+    (`code`, a fingerprint), training resumes from it and ends with the same weights as an
+    uninterrupted run; any other checkpoint is ignored, saying which part differs.
     """
     torch.set_num_threads(threads)
     set_determinism(cfg["deterministic"])
@@ -233,18 +237,27 @@ def train_one_run(
     scheduler, per_batch = make_scheduler(optimizer, cfg, steps)
 
     # Threads, device and split change the arithmetic too: resume only under the same ones.
-    fingerprint = config_hash(
-        {
-            **cfg,
-            "threads": threads,
-            "device": dev.type,
-            "val_fraction": val_fraction,
-            "split_seed": split_seed,
-        }
-    )
+    resume_key = {
+        "config": config_hash(
+            {
+                **cfg,
+                "threads": threads,
+                "device": dev.type,
+                "val_fraction": val_fraction,
+                "split_seed": split_seed,
+            }
+        ),
+        "data": data_sha256,
+        "code": code,
+    }
     state = checkpoint.load(checkpoint_path)
-    if state is not None and state["config_hash"] != fingerprint:
-        log.info("ignoring checkpoint %s: it belongs to other parameters", checkpoint_path)
+    differs = checkpoint.differences(state["key"], resume_key) if state is not None else []
+    if differs:
+        log.info(
+            "ignoring checkpoint %s, training from the start: made with other %s",
+            checkpoint_path,
+            ", ".join(differs),
+        )
         state = None
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": None, "score": None, "weights": None}
@@ -264,7 +277,7 @@ def train_one_run(
 
     def snapshot(epoch: int, batch: int, accum_now) -> dict[str, Any]:
         return {
-            "config_hash": fingerprint,
+            "key": resume_key,
             "epoch": epoch,
             "batch": batch,
             "model": model.state_dict(),

@@ -26,6 +26,7 @@ rule aggregate:
         runs=list(RUNS),
         axes=configuration.grid_axes(config),
         analysis=config["analysis"],
+        code=CODE["aggregate"],
     message:
         "Summarising the runs of {params.experiment}"
     script:

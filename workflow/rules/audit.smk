@@ -34,6 +34,7 @@ rule audit_retrain:
         experiment=EXPERIMENT,
         runs=audit_sample(),
         scratch=paths.audit_scratch(EXPERIMENT),
+        code=CODE["audit"],
     message:
         "Retraining {params.runs} to audit them"
     script:

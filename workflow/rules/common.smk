@@ -5,7 +5,7 @@ from pathlib import Path
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
 from reprogrid import audit as auditing
-from reprogrid import catalog, paths, rawfiles
+from reprogrid import catalog, fingerprint, paths, rawfiles
 from reprogrid import config as configuration
 
 paths.export_pythonpath(SRC)
@@ -50,6 +50,16 @@ except rawfiles.DataError as error:
     sys.exit(f"reprogrid: {error}")
 RUNS = configuration.expand_grid(config, SCHEMA)
 TRAIN = config["resources"]
+
+# The code each kind of job runs, fingerprinted once per planning. A rule passes its own as the
+# `code` param, so that Snakemake's params trigger plans the job again when that code changes
+# (docs/reproducibility.md, "Code changes").
+SCRIPTS = Path(workflow.basedir) / "scripts"
+CODE = {"train": fingerprint.of_modules("reprogrid.jobs.train")}
+CODE.update(
+    (rule, fingerprint.of_files([SCRIPTS / f"{rule}.py"]))
+    for rule in ("prepare_data", "aggregate", "figures", "tables", "audit")
+)
 
 
 wildcard_constraints:

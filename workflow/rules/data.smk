@@ -21,6 +21,7 @@ rule prepare_data:
         verify=config["data"]["verify"],
         key=RAW.key,
         download_dir=download_dir,
+        code=CODE["prepare_data"],
     message:
         "Checking and preparing the {params.dataset} data set"
     script:

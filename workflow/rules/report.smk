@@ -31,6 +31,7 @@ rule figures:
         "../../envs/analysis.yaml"
     params:
         axes=configuration.grid_axes(config),
+        code=CODE["figures"],
     message:
         "Drawing the figures of {EXPERIMENT}"
     script:
@@ -66,6 +67,7 @@ rule tables:
         runs=list(RUNS),
         axes=configuration.grid_axes(config),
         config=config,
+        code=CODE["tables"],
     message:
         "Writing the tables and texts of {EXPERIMENT}"
     script:

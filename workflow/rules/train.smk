@@ -27,6 +27,7 @@ rule train:
             "val_fraction": config["data"]["val_fraction"],
             "split_seed": config["data"]["split_seed"],
         },
+        code=CODE["train"],
     message:
         "Training {wildcards.run} ({threads} thread(s), {resources.gpu} GPU(s), "
         "{resources.mem_mb} MB, {resources.runtime} min)"
@@ -36,3 +37,4 @@ rule train:
         " --data {input.data:q} --checks {input.checks:q} --log {log:q}"
         " --metrics {output.metrics:q} --history {output.history:q} --model {output.model:q}"
         " --provenance {output.provenance:q} --threads {threads} --gpus {resources.gpu}"
+        " --code {params.code:q}"

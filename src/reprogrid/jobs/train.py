@@ -12,9 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from reprogrid import atomic, data, devices, paths, provenance, training
+from reprogrid import atomic, fingerprint, paths, provenance
 from reprogrid.logs import setup_logging
 
 log = logging.getLogger("reprogrid")
@@ -24,6 +22,14 @@ STOPPED_EXIT = 143
 
 # The checkout this module runs from: its commit is the code that trains.
 REPO = Path(__file__).resolve().parents[3]
+
+# This module as the train rule runs it; its fingerprint covers everything it imports.
+JOB = "reprogrid.jobs.train"
+
+
+def code_state(repo_dir: str) -> dict[str, Any]:
+    """The code as it is now: the checkout's git state and the job's code fingerprint."""
+    return {**provenance.git_state(repo_dir), "fingerprint": fingerprint.of_modules(JOB)}
 
 
 def train_job(
@@ -35,14 +41,32 @@ def train_job(
     prepared_path: str,
     checks_path: str,
     outputs: Mapping[str, str],
-    log_path: str,
     threads: int,
     gpus: int,
     repo_dir: str,
+    planned_code: str | None = None,
 ) -> int:
-    """Train one run of the grid and write its outputs; the job's exit status."""
-    setup_logging(log_path)
+    """Train one run of the grid and write its outputs; the job's exit status.
+
+    The code is looked at when the job starts and again when it ends: a change in between
+    (another commit, an edit) is flagged in the provenance as `code_changed_during_run`.
+    A checkpoint resumes only if made with the same parameters, data and code.
+    """
+    # Imported here, once the command has set up the log, so a broken environment's
+    # ImportError lands in the rule log with its traceback.
+    import torch
+
+    from reprogrid import data, devices, training
+
     started = provenance.now()
+    code = code_state(repo_dir)
+    if planned_code is not None and code["fingerprint"] != planned_code:
+        log.warning(
+            "the code changed after planning: planned with code %s, running code %s; "
+            "the next plan schedules this run again",
+            planned_code,
+            code["fingerprint"],
+        )
     run_dir = Path(outputs["metrics"]).parent
     device, gpu_lock = devices.select_device(gpus)
     log.info("run %s on %s with %d thread(s)", run, device, threads)
@@ -72,12 +96,29 @@ def train_job(
             threads=threads,
             device=device,
             on_epoch=report,
+            data_sha256=checks["prepared_sha256"],
+            code=code["fingerprint"],
         )
     except training.Stopped as stop:
         log.info("%s", stop)
         return STOPPED_EXIT
 
-    git = provenance.git_state(repo_dir)
+    at_end = code_state(repo_dir)
+    changed = not (
+        provenance.same_code(code, at_end) and code["fingerprint"] == at_end["fingerprint"]
+    )
+    if changed:
+        log.warning(
+            "the code changed while this run trained: commit %s (dirty: %s, code %s) at the "
+            "start, commit %s (dirty: %s, code %s) at the end; the record names the start's",
+            code["commit"],
+            code["dirty"],
+            code["fingerprint"],
+            at_end["commit"],
+            at_end["dirty"],
+            at_end["fingerprint"],
+        )
+    git = {key: value for key, value in code.items() if key != "fingerprint"}
     patch = run_dir / paths.DIFF_PATCH
     if git["diff"]:
         atomic.write_text(patch, git["diff"])
@@ -104,6 +145,13 @@ def train_job(
         "git": {
             **{key: value for key, value in git.items() if key != "diff"},
             "patch": paths.DIFF_PATCH if git["diff"] else None,
+        },
+        "code_fingerprint": code["fingerprint"],
+        "code_changed_during_run": changed,
+        "code_at_end": {
+            "commit": at_end["commit"],
+            "dirty": at_end["dirty"],
+            "fingerprint": at_end["fingerprint"],
         },
         "hostname": machine["hostname"],
         "machine": machine,
@@ -150,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--gpus", type=int, default=0)
+    parser.add_argument("--code", help="the code fingerprint the run was planned with")
     args = parser.parse_args(argv)
+    setup_logging(args.log)
     return train_job(
         run=args.run,
         params=ast.literal_eval(args.params),
@@ -161,10 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         outputs={
             name: getattr(args, name) for name in ("metrics", "history", "model", "provenance")
         },
-        log_path=args.log,
         threads=args.threads,
         gpus=args.gpus,
         repo_dir=str(REPO),
+        planned_code=args.code,
     )
 
 
