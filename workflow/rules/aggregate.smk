@@ -26,6 +26,8 @@ rule aggregate:
         runs=list(RUNS),
         axes=configuration.grid_axes(config),
         analysis=config["analysis"],
+        # The checkout whose commit runs are compared with when they are summarised.
+        repo=workflow.basedir,
     message:
         "Summarising the runs of {params.experiment}"
     script:
