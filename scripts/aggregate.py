@@ -16,6 +16,7 @@ sys.exit(
         runs=sm.params.runs,
         axes=sm.params.axes,
         analysis=sm.params.analysis,
+        repo=sm.params.repo,
         outputs=dict(sm.output.items()),
     )
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 import yaml
 from test_reproducibility import git, git_project
 
-from conftest import REPO, snakemake, tiny_grid, write_config
+from conftest import REPO, SCHEMA, snakemake, tiny_grid, write_config
+from reprogrid import cli
 
 RUN = "arch=mlp/lr=0.003/seed=0"
 
@@ -53,6 +55,142 @@ def test_a_run_without_a_commit_is_one_line(tmp_path):
     assert_one_line_error(reprogrid("reproduce", str(tmp_path)), "records no git commit")
 
 
+def valid_record(remote: str = "https://example.org/lab/reprogrid.git") -> dict:
+    """A well-formed provenance record of run RUN, made on a dirty tree."""
+    return {
+        "run": RUN,
+        "experiment": "tiny",
+        "commit": "0123456789abcdef0123456789abcdef01234567",
+        "dirty": True,
+        "git": {"remote": remote, "patch": "uncommitted.patch", "untracked_sources": []},
+        "config": {
+            "experiment": "tiny",
+            "data": {"dataset": "mnist", "raw_dir": None, "val_fraction": 0.1, "split_seed": 0},
+            "train": {"arch": "mlp", "lr": 0.003, "seed": 0, "epochs": 1},
+            "resources": {"threads": 1, "gpu": 0},
+        },
+        "machine": {"torch": "2.14.1+cpu", "python": "3.11.7"},
+        "packages": {"torch": "2.14.1+cpu", "torchvision": "0.29.1"},
+    }
+
+
+def run_folder(base: Path, record) -> Path:
+    """A run folder at results/tiny/runs/RUN under `base`, holding `record` and a patch."""
+    folder = base / "results/tiny/runs" / RUN
+    folder.mkdir(parents=True)
+    text = record if isinstance(record, str | bytes) else json.dumps(record)
+    getattr(folder / "provenance.json", "write_bytes" if isinstance(text, bytes) else "write_text")(
+        text
+    )
+    (folder / "uncommitted.patch").write_text("")
+    return folder
+
+
+def altered(path: str, value) -> dict:
+    """The valid record with the dotted field `path` set to `value`, or removed for DELETE."""
+    record = valid_record()
+    *parents, last = path.split(".")
+    holder = record
+    for part in parents:
+        holder = holder[part]
+    if value is DELETE:
+        del holder[last]
+    else:
+        holder[last] = value
+    return record
+
+
+DELETE = object()
+HOSTILE = [
+    ("commit", "$(touch pwned)", "field `commit`"),
+    ("commit", "abc", "field `commit`"),
+    ("run", "arch=mlp/../../lr=0.003/seed=0", "field `run`"),
+    ("run", "arch=../lr=0.003/seed=0", "field `run`"),
+    ("run", "arch=cnn/lr=0.003/seed=0", "field `run`"),
+    ("experiment", "../../etc", "field `experiment`"),
+    ("git.patch", "../../etc/passwd", "field `git.patch`"),
+    ("git.patch", "/etc/passwd", "field `git.patch`"),
+    ("packages.torch", "1; rm -rf /", "field `packages.torch`"),
+    ("machine.torch", "2.14.1 && curl evil", "field `machine.torch`"),
+    ("git.remote", "--upload-pack=touch pwned", "field `git.remote`"),
+    ("git.remote", "ext::sh -c touch% pwned", "field `git.remote`"),
+    ("git.remote", "https://example.org/x\nrm -rf ~", "field `git.remote`"),
+    ("git.untracked_sources", ["a.py\nrm -rf ~"], "field `git.untracked_sources[0]`"),
+    ("config.data.raw_dir", "/data\nEOF\nrm -rf ~", "field `config.data.raw_dir`"),
+    ("config.resources.threads", "1; rm -rf /", "field `config.resources.threads`"),
+    ("config.resources.threads", True, "field `config.resources.threads`"),
+    ("config.resources.threads", 0, "field `config.resources.threads`"),
+    ("config.resources.gpu", 1000, "field `config.resources.gpu`"),
+    ("dirty", "yes", "field `dirty`"),
+    ("git", "not a mapping", "field `git"),
+    ("config.train", DELETE, "field `config.train`"),
+    ("machine", DELETE, "field `machine.torch`"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "named"), HOSTILE, ids=lambda v: str(v)[:30])
+def test_a_hostile_provenance_is_refused_naming_the_field(tmp_path, field, value, named):
+    folder = run_folder(tmp_path, altered(field, value))
+    result = reprogrid("reproduce", str(folder), cwd=tmp_path)
+    assert_one_line_error(result, named)
+    assert "refusing" in result.stderr
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_the_experiment_pattern_is_the_schemas():
+    assert cli.EXPERIMENT.pattern == SCHEMA["properties"]["experiment"]["pattern"]
+
+
+def test_a_patch_that_is_a_symlink_out_of_the_run_folder_is_refused(tmp_path):
+    folder = run_folder(tmp_path, valid_record())
+    (folder / "uncommitted.patch").unlink()
+    (folder / "uncommitted.patch").symlink_to(tmp_path / "outside.patch")
+    (tmp_path / "outside.patch").write_text("")
+    assert_one_line_error(reprogrid("reproduce", str(folder)), "field `git.patch`")
+
+
+def test_a_run_id_that_is_not_its_folder_is_refused(tmp_path):
+    folder = tmp_path / "some/other/folder"
+    folder.mkdir(parents=True)
+    (folder / "provenance.json").write_text(json.dumps(valid_record()))
+    (folder / "uncommitted.patch").write_text("")
+    assert_one_line_error(reprogrid("reproduce", str(folder)), "keep a run in the folder")
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ("{not json", "cannot read"),
+        (b"\xff\xfe{}", "cannot read"),
+        ("[1, 2]", "holds a JSON list, not an object"),
+        ("[" * 100000 + "]" * 100000, "cannot read"),
+        (json.dumps({"commit": "0" * 40}), "field `experiment` is missing"),
+    ],
+    ids=["not-json", "not-utf8", "list", "deep", "missing-keys"],
+)
+def test_a_malformed_provenance_is_one_line(tmp_path, content, named):
+    folder = run_folder(tmp_path, content)
+    assert_one_line_error(reprogrid("reproduce", str(folder)), named)
+
+
+def test_the_printed_steps_quote_paths_with_spaces_and_quotes(tmp_path):
+    base = tmp_path / 'it\'s a "lab" $HOME; folder'
+    remote = str(tmp_path / "the lab's repo")
+    folder = run_folder(base, valid_record(remote=remote))
+    workdir = "my copy; $(date)"
+    result = reprogrid("reproduce", str(folder), "--workdir", workdir)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    commands = [shlex.split(line) for line in lines if not line.startswith("#")]
+    assert ["git", "clone", "--", remote, workdir] in commands
+    assert ["cd", "--", workdir] in commands
+    assert ["git", "apply", str(folder.resolve() / "uncommitted.patch")] in commands
+    cmp = next(command for command in commands if command[0] == "cmp")
+    assert cmp[:3] == ["cmp", f"results/tiny/runs/{RUN}/model.pt", str(folder / "model.pt")]
+    install = next(command for command in commands if "install" in command)
+    assert install[-4:] == ["torch==2.14.1+cpu", "torchvision==0.29.1", "-e", "."]
+
+
 @pytest.fixture(scope="module")
 def dirty_run(tmp_path_factory, raw_dir):
     """One run made in a git checkout with an uncommitted change."""
@@ -75,10 +213,12 @@ def test_the_printed_steps_pin_the_commit_patch_packages_config_and_target(dirty
     assert result.returncode == 0, result.stderr
     steps = result.stdout
     commit = git(dirty_run, "rev-parse", "HEAD").strip()
-    assert f"git clone {dirty_run.parents[5]} " in steps
+    assert f"git clone -- {dirty_run.parents[5]} " in steps
     assert f"git checkout {commit}\n" in steps
     assert f"git apply {dirty_run / 'uncommitted.patch'}\n" in steps
-    assert "pip install torch==" in steps
+    packages = json.loads((dirty_run / "provenance.json").read_text())["packages"]
+    pins = f"pip install torch=={packages['torch']} torchvision=={packages['torchvision']} -e ."
+    assert pins in steps
     assert (
         f"snakemake --cores 1 results/tiny/runs/{RUN}/model.pt --configfile reproduce.yaml" in steps
     )
@@ -108,7 +248,7 @@ def test_execute_rebuilds_the_run_with_identical_weights(dirty_run, raw_dir, tmp
 
 @pytest.mark.workflow
 def test_execute_says_differs_when_the_stored_weights_were_altered(dirty_run, raw_dir, tmp_path):
-    copy = tmp_path / "run"
+    copy = tmp_path / "elsewhere" / RUN
     shutil.copytree(dirty_run, copy)
     model = copy / "model.pt"
     model.write_bytes(model.read_bytes() + b"\0")

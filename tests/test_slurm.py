@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -58,7 +59,9 @@ def site_arguments(partition: str) -> list[str]:
     ]
 
 
-def run_on_slurm(cluster, folder: Path, *args: str) -> subprocess.CompletedProcess:
+def run_on_slurm(
+    cluster, folder: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess:
     """`snakemake --profile profiles/slurm ...` in `folder`, submitting to `cluster`.
 
     sbatch exports this environment to the job, so the job's `python` is this venv's.
@@ -75,7 +78,7 @@ def run_on_slurm(cluster, folder: Path, *args: str) -> subprocess.CompletedProce
         text=True,
         timeout=600,
     )
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         pytest.fail(
             f"snakemake on Slurm failed:\n{result.stdout}\n{result.stderr}\n{cluster.logs()}"
         )
@@ -160,6 +163,42 @@ def test_packed_runs_share_one_slurm_job_and_match_a_local_run(
     job = slurm_job(cluster, job_ids.pop())
     assert job["JobState"] == "COMPLETED"
     assert job["NumCPUs"] == "2"  # the two runs' threads, side by side
+
+
+def test_a_failing_run_in_a_packed_job_leaves_the_finished_runs_outputs(cluster, tmp_path, raw_dir):
+    # A packed job runs its runs one after another, costliest first: the cnn run finishes,
+    # then the mlp run fails.
+    grid = {"seed": [0], "arch": ["cnn", "mlp"], "lr": [0.003]}
+    folder = copy_project(tmp_path / "project")
+    config = write_config(folder, tiny_grid(raw_dir, grid=grid, analysis=NO_CRITERION))
+    runs = ("arch=cnn/lr=0.003/seed=0", "arch=mlp/lr=0.003/seed=0")
+    finished, failing = (folder / "results/tiny/runs" / run for run in runs)
+    # A folder where the run's metrics.json belongs: that run trains, cannot write its
+    # metrics and exits 1. (The tests run as root, which a read-only folder would not stop.)
+    (failing / "metrics.json").mkdir(parents=True)
+    (failing / "metrics.json/blocker").write_text("")
+    packed = ["--profile", "profiles/slurm/packed", "--group-components", "train=2"]
+    targets = [f"results/tiny/runs/{run}/metrics.json" for run in runs]
+    result = run_on_slurm(
+        cluster, folder, *packed, *site_arguments(cluster.partition), *targets,
+        "--configfile", str(config), check=False,
+    )  # fmt: skip
+    log = f"{result.stdout}\n{result.stderr}"
+    assert result.returncode != 0, log
+    assert "Error in group train" in log, log
+    for name in ("metrics.json", "history.csv", "model.pt", "provenance.json"):
+        assert (finished / name).is_file(), f"{name} of the finished run is gone:\n{log}"
+    assert json.loads((finished / "metrics.json").read_text())["status"] == "ok"
+    assert not (failing / "metrics.json").is_file()
+
+    # Once the cause is gone, the same command trains the failed run alone.
+    shutil.rmtree(failing / "metrics.json")
+    plan = snakemake(
+        folder, *targets, "--profile", "profiles/slurm", *packed, "-n", "--sdm", "env-modules",
+        "--configfile", str(config),
+    )  # fmt: skip
+    assert plan.stdout.count("Training arch=") == 1, plan.stdout
+    assert f"Training {runs[1]}" in plan.stdout
 
 
 def test_a_stopped_run_is_retried_with_more_time_and_resumes(cluster, tmp_path, raw_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -131,3 +132,136 @@ def test_mixed_code_versions_are_flagged():
     assert "2 different commits" in versions["warning"]
     clean = stats.code_versions(frame.assign(commit="1" * 40, dirty=False))
     assert clean["mixed"] is False and clean["warning"] is None
+
+
+def test_a_setting_that_lost_seeds_is_not_chosen_over_one_that_kept_them():
+    runs = runs_frame(
+        [
+            ("cnn", 0.1, 0, "ok", 0.90, 0.80),
+            ("cnn", 0.1, 1, "ok", 0.92, 0.82),
+            # The better validation mean, over the two seeds that survived.
+            ("cnn", 0.3, 0, "ok", 0.95, 0.90),
+            ("cnn", 0.3, 1, "diverged", None, None),
+            ("mlp", 0.1, 0, "ok", 0.88, 0.60),
+            ("mlp", 0.1, 1, "ok", 0.91, 0.61),
+        ]
+    )
+    best = stats.select_best(stats.summarise(runs, AXES), AXES).set_index("arch")
+    assert best.loc["cnn", "lr"] == 0.1
+    assert bool(best.loc["cnn", "complete"]) is True
+    assert "lr=0.3" in best.loc["cnn", "passed_over"]
+    assert "1 of 2 seeds lost" in best.loc["cnn", "passed_over"]
+    assert best.loc["mlp", "passed_over"] == ""
+    (warning,) = stats.selection_warnings(best.reset_index(), AXES)
+    assert warning.startswith("cnn: chose lr=0.1, whose seeds all finished, over lr=0.3")
+
+
+def test_where_every_setting_lost_seeds_the_choice_is_marked_incomplete():
+    runs = runs_frame(
+        [
+            ("cnn", 0.1, 0, "ok", 0.90, 0.80),
+            ("cnn", 0.1, 1, "diverged", None, None),
+            ("cnn", 0.3, 0, "ok", 0.95, 0.90),
+            ("cnn", 0.3, 1, "diverged", None, None),
+            ("mlp", 0.1, 0, "ok", 0.88, 0.60),
+            ("mlp", 0.1, 1, "ok", 0.91, 0.61),
+        ]
+    )
+    best = stats.select_best(stats.summarise(runs, AXES), AXES).set_index("arch")
+    assert best.loc["cnn", "lr"] == 0.3
+    assert bool(best.loc["cnn", "complete"]) is False
+    assert best.loc["cnn", "n_diverged"] == 1
+    (warning,) = stats.selection_warnings(best.reset_index(), AXES)
+    assert "cnn: every setting lost seeds; chose lr=0.3 with 1 of 2 seeds finished" in warning
+
+
+def test_criterion_with_fewer_than_two_runs_on_a_side_is_not_decided():
+    runs = runs_frame(
+        [
+            ("cnn", 0.1, 0, "ok", 0.95, 0.80),
+            ("cnn", 0.1, 1, "ok", 0.96, 0.82),
+            ("mlp", 0.1, 0, "ok", 0.88, 0.60),
+            ("mlp", 0.1, 1, "diverged", None, None),
+        ]
+    )
+    best = stats.select_best(stats.summarise(runs, AXES), AXES)
+    table = stats.compare(runs, best, AXES)
+    result = stats.evaluate_criterion(table, {"better": "cnn", "worse": "mlp"}, 0.05)
+    assert result["met"] is None
+    assert result["statement"].startswith("Not decided: ")
+    assert "NOT MET" not in result["statement"]
+    assert "cnn has 2 and mlp 1 finished run(s)" in result["statement"]
+
+
+def test_runs_made_at_another_commit_than_the_checkout_are_named():
+    frame = pd.DataFrame(
+        {
+            "run": [f"arch=cnn/lr=0.1/seed={seed}" for seed in range(8)],
+            "commit": ["a" * 40] * 7 + ["b" * 40],
+            "dirty": [False] * 8,
+        }
+    )
+    versions = stats.code_versions(frame, {"commit": "b" * 40, "dirty": False})
+    assert versions["runs_not_at_checkout"] == [f"arch=cnn/lr=0.1/seed={s}" for s in range(7)]
+    warning = versions["warning"]
+    assert "7 run(s) were made at another commit than the one checked out now (bbbbbbbbbbbb)" in (
+        warning
+    )
+    assert "arch=cnn/lr=0.1/seed=4 and 2 more" in warning
+    assert "snakemake --forcerun train" in warning
+    same = frame.assign(commit="b" * 40)
+    assert stats.code_versions(same, {"commit": "b" * 40, "dirty": False})["warning"] is None
+    dirty_now = stats.code_versions(same, {"commit": "b" * 40, "dirty": True})["warning"]
+    assert "the checkout has uncommitted changes now" in dirty_now
+
+
+@pytest.mark.workflow
+def test_summary_and_report_warn_when_runs_are_not_at_the_commit_checked_out(tmp_path, raw_dir):
+    from test_reproducibility import git, git_project
+
+    from conftest import snakemake, tiny_grid, write_config
+
+    folder = git_project(tmp_path / "project")
+    config = tiny_grid(
+        raw_dir, grid={"seed": [0, 1], "arch": ["mlp"], "lr": [0.003]}, analysis={"criterion": None}
+    )
+    configfile = str(write_config(tmp_path, config))
+    conclusion = folder / "results/tiny/summary/conclusion.json"
+    summary_md = folder / "reports/tiny/summary.md"
+    provenance_html = folder / "reports/tiny/provenance.html"
+    targets = [str(p.relative_to(folder)) for p in (conclusion, summary_md, provenance_html)]
+    snakemake(folder, "--cores", "2", *targets, "--configfile", configfile)
+    assert json.loads(conclusion.read_text())["code_versions"]["warning"] is None
+
+    (folder / "NOTES.md").write_text("A later commit.\n")
+    git(folder, "add", "NOTES.md")
+    git(folder, "commit", "--quiet", "-m", "a later commit")
+    snakemake(
+        folder, "--cores", "2", *targets, "--configfile", configfile, "--forcerun", "aggregate"
+    )
+    head = git(folder, "rev-parse", "HEAD").strip()
+    versions = json.loads(conclusion.read_text())["code_versions"]
+    runs = ["arch=mlp/lr=0.003/seed=0", "arch=mlp/lr=0.003/seed=1"]
+    assert versions["checkout"] == {"commit": head, "dirty": False}
+    assert versions["runs_not_at_checkout"] == runs
+    expected = f"2 run(s) were made at another commit than the one checked out now ({head[:12]})"
+    for text in (versions["warning"], summary_md.read_text(), provenance_html.read_text()):
+        assert expected in text
+        assert ", ".join(runs) in text
+        assert "snakemake --forcerun train" in text
+
+
+def test_the_report_shows_an_undecided_criterion_and_the_selection_warnings():
+    from reprogrid import reporting
+
+    conclusion = {
+        "criterion": {"met": None, "statement": "Not decided: cnn beats mlp; add seeds."},
+        "selection": ["cnn: every setting lost seeds; chose lr=0.3."],
+        "code_versions": {"warning": None},
+        "runs": 4,
+        "ok": 3,
+        "diverged": 1,
+    }
+    body = reporting.conclusion_html(conclusion)
+    assert "<p class=''>Not decided: cnn beats mlp; add seeds.</p>" in body
+    assert "<p class='warning'>cnn: every setting lost seeds; chose lr=0.3.</p>" in body

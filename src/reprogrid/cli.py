@@ -4,20 +4,26 @@ The steps come from the run's provenance.json alone: clone the recorded remote (
 checkout the run folder lives in), check out the commit, apply the saved patch when the tree
 was dirty, install, write a one-run config file and build that run's weights with Snakemake.
 With `--execute` they run in a scratch folder and the weights are compared bit for bit.
+
+A run folder may come from anyone: every field read from its provenance.json is checked
+before use, and every value in the printed steps is shell-quoted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import shlex
 import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -25,6 +31,24 @@ from reprogrid import audit, paths
 
 CONFIG_NAME = "reproduce.yaml"
 LOG_NAME = "reproduce.log"
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
+# Release numbers with an optional local label: 2.5.1, 3.11.2, 2.5.1+cpu, 0.21.0a0+git1a2b.
+VERSION = re.compile(r"[0-9]+(?:\.[0-9A-Za-z]+)*(?:\+[0-9A-Za-z.]+)?")
+# The schema's `experiment.pattern` (workflow/schemas/config.schema.yaml); tests keep them equal.
+EXPERIMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# One value in a run id: a number, a name, true/false; never `.`, `..` or a leading `-`.
+AXIS_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+REMOTE_SCHEMES = ("https", "http", "ssh", "git", "file")
+JSON_KINDS = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+}
+MAX_THREADS = 1024
+MAX_GPUS = 64
 
 
 class ReproduceError(RuntimeError):
@@ -82,48 +106,194 @@ def run_config(record: Mapping[str, Any], raw_dir: str | None) -> dict[str, Any]
     }
 
 
-def plan(run_dir: str | Path, source: str | None, raw_dir: str | None) -> Plan:
-    """Read a run folder's provenance into the steps that reproduce it."""
-    folder = Path(run_dir)
-    if not folder.is_dir():
+class _Fields:
+    """Typed reads of a provenance record; a bad field raises one line naming it."""
+
+    def __init__(self, record: Any, record_path: Path) -> None:
+        self.record = record
+        self.record_path = record_path
+        if not isinstance(record, dict):
+            self.refuse("", f"holds a JSON {type(record).__name__}, not an object")
+
+    def refuse(self, field: str, problem: str) -> None:
+        where = f"field `{field}` " if field else ""
         raise ReproduceError(
-            f"no run folder {folder}; give the folder of one run, "
-            "e.g. results/<experiment>/runs/arch=cnn/lr=0.001/seed=0"
+            f"refusing {self.record_path}: {where}{problem}; "
+            "a run folder from elsewhere is reproduced only when its record is well formed"
         )
+
+    def get(self, field: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+        value: Any = self.record
+        for part in field.split("."):
+            if not isinstance(value, dict) or part not in value:
+                self.refuse(field, "is missing")
+            value = value[part]
+        if value is None and optional:
+            return None
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(JSON_KINDS[k] for k in kinds)
+            self.refuse(field, f"must be {names}, not {_shown(value)}")
+        return value
+
+    def matching(self, field: str, pattern: re.Pattern, what: str, optional=False) -> Any:
+        value = self.get(field, str, optional)
+        if value is not None and not pattern.fullmatch(value):
+            self.refuse(field, f"is not {what}: {_shown(value)}")
+        return value
+
+    def count(self, field: str, low: int, high: int) -> int:
+        value = self.get(field, int)
+        if not low <= value <= high:
+            self.refuse(field, f"must be from {low} to {high}, not {value}")
+        return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _control_characters(value: Any, field: str) -> str | None:
+    """The field under `value` whose text holds a control character (a newline, say)."""
+    if isinstance(value, str):
+        return field if any(ord(ch) < 32 or ord(ch) == 127 for ch in value) else None
+    if isinstance(value, dict):
+        items = [(f"{field}.{key}", key) for key in value] + [
+            (f"{field}.{key}", item) for key, item in value.items()
+        ]
+    elif isinstance(value, list):
+        items = [(f"{field}[{index}]", item) for index, item in enumerate(value)]
+    else:
+        return None
+    for name, item in items:
+        found = _control_characters(item, name)
+        if found:
+            return found
+    return None
+
+
+def _check_run_id(fields: _Fields, folder: Path) -> None:
+    run = fields.get("run", str)
+    if not re.fullmatch(paths.RUN_ID_REGEX, run):
+        fields.refuse("run", f"is not a run id like arch=cnn/lr=0.001/seed=0: {_shown(run)}")
+    parts = paths.parse_run_id(run)
+    for value in parts.values():
+        if not AXIS_VALUE.fullmatch(value):
+            fields.refuse("run", f"holds a value that is no number or name: {_shown(value)}")
+    train = fields.get("config.train", dict)
+    for axis, value in parts.items():
+        if axis not in train or paths.format_value(train[axis]) != value:
+            fields.refuse("run", f"says {axis}={value} but config.train does not")
+    if folder.resolve().parts[-len(parts) :] != tuple(run.split("/")):
+        fields.refuse(
+            "run",
+            f"is {run} but the folder is {folder}; keep a run in the folder named after it",
+        )
+
+
+def _check_remote(fields: _Fields) -> None:
+    remote = fields.get("git.remote", str, optional=True)
+    if remote is None:
+        return
+    scheme = urlsplit(remote).scheme if "://" in remote else None
+    if (
+        not remote
+        or remote.startswith("-")
+        or "::" in remote
+        or (scheme is not None and scheme not in REMOTE_SCHEMES)
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in remote)
+    ):
+        fields.refuse(
+            "git.remote",
+            f"is not a plain {'/'.join(REMOTE_SCHEMES)} URL, scp-style address or path: "
+            f"{_shown(remote)}",
+        )
+
+
+def _check_patch(fields: _Fields, folder: Path) -> Path:
+    name = fields.get("git.patch", str, optional=True) or paths.DIFF_PATCH
+    relative = PurePosixPath(name)
+    inside = folder.resolve()
+    patch = (inside / name).resolve()
+    if relative.is_absolute() or ".." in relative.parts or not patch.is_relative_to(inside):
+        fields.refuse("git.patch", f"must name a file inside the run folder: {_shown(name)}")
+    if not patch.is_file():
+        raise ReproduceError(
+            f"the run was made on a dirty tree but {patch} is missing; "
+            "its uncommitted changes cannot be restored"
+        )
+    return patch
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    """The run's provenance.json, every field `reproduce` reads checked; one line if not."""
     record_path = folder / "provenance.json"
     if not record_path.is_file():
         raise ReproduceError(
             f"{folder} holds no provenance.json; only a finished run can be reproduced"
         )
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+        record = json.loads(record_path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
         raise ReproduceError(f"cannot read {record_path}: {err}") from None
-    commit = record.get("commit")
-    if not commit:
+    fields = _Fields(record, record_path)
+    if record.get("commit") is None:
         raise ReproduceError(
             f"{record_path} records no git commit (the run was not made in a git checkout); "
             "the code that produced it cannot be pinned"
         )
+    fields.matching("commit", COMMIT, "a 40-digit hexadecimal git commit")
+    fields.matching("experiment", EXPERIMENT, "an experiment name")
+    _check_run_id(fields, folder)
+    fields.get("dirty", bool)
+    fields.get("git", dict)
+    _check_remote(fields)
+    for field in ("machine.torch", "machine.python"):
+        fields.matching(field, VERSION, "a version number")
+    for name in ("torch", "torchvision"):
+        if name in fields.get("packages", dict):
+            fields.matching(f"packages.{name}", VERSION, "a version number")
+    fields.count("config.resources.threads", 1, MAX_THREADS)
+    fields.count("config.resources.gpu", 0, MAX_GPUS)
+    fields.get("config.data", dict)
+    fields.get("config.data.raw_dir", str, optional=True)
+    untracked = fields.get("git.untracked_sources", list, optional=True) or []
+    if not all(isinstance(name, str) for name in untracked):
+        fields.refuse("git.untracked_sources", "must be a list of file names")
+    for field in ("config", "git"):
+        bad = _control_characters(record[field], field)
+        if bad:
+            fields.refuse(bad, "holds a control character (a newline, say)")
+    return record
+
+
+def plan(run_dir: str | Path, source: str | None, raw_dir: str | None) -> Plan:
+    """Read a run folder's provenance into the steps that reproduce it.
+
+    The folder is not trusted: `read_record` refuses a record with any malformed field
+    this reads, and the patch must lie inside the folder.
+    """
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        raise ReproduceError(
+            f"no run folder {folder}; give the folder of one run, "
+            "e.g. results/<experiment>/runs/arch=cnn/lr=0.001/seed=0"
+        )
+    record = read_record(folder)
+    record_path = folder / "provenance.json"
     source = source or record["git"].get("remote") or _git_toplevel(folder.resolve())
     if not source:
         raise ReproduceError(
             f"{record_path} records no remote and {folder} is not inside a git checkout; "
             "pass --source <repository URL or path>"
         )
-    patch = None
-    if record.get("dirty"):
-        patch = (folder / (record["git"].get("patch") or paths.DIFF_PATCH)).resolve()
-        if not patch.is_file():
-            raise ReproduceError(
-                f"the run was made on a dirty tree but {patch} is missing; "
-                "its uncommitted changes cannot be restored"
-            )
+    patch = _check_patch(_Fields(record, record_path), folder) if record["dirty"] else None
     return Plan(
         run_dir=folder.resolve(),
         record=record,
         source=source,
-        commit=commit,
+        commit=record["commit"],
         patch=patch,
         config=run_config(record, raw_dir),
         target=paths.run_file(record["experiment"], record["run"], "model.pt"),
@@ -133,7 +303,7 @@ def plan(run_dir: str | Path, source: str | None, raw_dir: str | None) -> Plan:
 def _install_command(record: Mapping[str, Any]) -> str:
     packages = record.get("packages", {})
     pins = [f"{name}=={packages[name]}" for name in ("torch", "torchvision") if name in packages]
-    return "python3 -m venv .venv && .venv/bin/pip install " + " ".join([*pins, "-e", "."])
+    return "python3 -m venv .venv && .venv/bin/pip install " + shlex.join([*pins, "-e", "."])
 
 
 def snakemake_args(the_plan: Plan) -> list[str]:
@@ -147,13 +317,18 @@ def snakemake_args(the_plan: Plan) -> list[str]:
     ]
 
 
+def _config_text(config: Mapping[str, Any]) -> str:
+    # Never folded: no line of a value can then read `EOF` and end the here-document early.
+    return yaml.safe_dump(config, sort_keys=False, width=math.inf)
+
+
 def script(the_plan: Plan, workdir: str) -> str:
     """The steps as a shell script a person can read and paste."""
     lines = [
         f"# Reproduce run {the_plan.record['run']} of experiment {the_plan.record['experiment']}",
-        f"git clone {shlex.quote(the_plan.source)} {shlex.quote(workdir)}",
-        f"cd {shlex.quote(workdir)}",
-        f"git checkout {the_plan.commit}",
+        f"git clone -- {shlex.quote(the_plan.source)} {shlex.quote(workdir)}",
+        f"cd -- {shlex.quote(workdir)}",
+        f"git checkout {shlex.quote(the_plan.commit)}",
     ]
     if the_plan.patch is not None:
         lines.append(f"git apply {shlex.quote(str(the_plan.patch))}")
@@ -161,12 +336,12 @@ def script(the_plan: Plan, workdir: str) -> str:
     if untracked:
         lines.append(
             "# warning: these untracked files existed when the run was made and are not "
-            f"recorded; copy them in: {', '.join(untracked)}"
+            f"recorded; copy them in: {shlex.join(untracked)}"
         )
     lines += [
         _install_command(the_plan.record),
         f"cat > {CONFIG_NAME} <<'EOF'",
-        yaml.safe_dump(the_plan.config, sort_keys=False).rstrip(),
+        _config_text(the_plan.config).rstrip(),
         "EOF",
         'PATH="$PWD/.venv/bin:$PATH" snakemake ' + shlex.join(snakemake_args(the_plan)),
         f"cmp {shlex.quote(the_plan.target)} {shlex.quote(str(the_plan.run_dir / 'model.pt'))}"
@@ -202,7 +377,7 @@ def execute(the_plan: Plan, workdir: Path) -> bool:
     workdir.parent.mkdir(parents=True, exist_ok=True)
     log = workdir.parent / f"{workdir.name}.{LOG_NAME}"
     print(f"reproducing in {workdir} (commands and output in {log})")
-    _step(["git", "clone", "--quiet", the_plan.source, str(workdir)], None, log)
+    _step(["git", "clone", "--quiet", "--", the_plan.source, str(workdir)], None, log)
     _step(["git", "-c", "advice.detachedHead=false", "checkout", the_plan.commit], workdir, log)
     if the_plan.patch is not None:
         _step(["git", "apply", str(the_plan.patch)], workdir, log)
@@ -211,9 +386,7 @@ def execute(the_plan: Plan, workdir: Path) -> bool:
     recorded = the_plan.record["machine"]["torch"]
     if torch.__version__ != recorded:
         print(f"warning: this Python has torch {torch.__version__}, the run used {recorded}")
-    (workdir / CONFIG_NAME).write_text(
-        yaml.safe_dump(the_plan.config, sort_keys=False), encoding="utf-8"
-    )
+    (workdir / CONFIG_NAME).write_text(_config_text(the_plan.config), encoding="utf-8")
     _step([sys.executable, "-m", "snakemake", *snakemake_args(the_plan)], workdir, log)
     reproduced = workdir / the_plan.target
     stored_sha = audit.file_sha256(the_plan.run_dir / "model.pt")

@@ -119,6 +119,7 @@ def _latex_escape(text: str) -> str:
 
 
 def conclusion_html(conclusion: Mapping[str, Any]) -> str:
+    """The verdict on the criterion, the run counts and every warning of the conclusion."""
     criterion = conclusion["criterion"]
     met = criterion.get("met")
     css = "met" if met else ("notmet" if met is False else "")
@@ -127,9 +128,9 @@ def conclusion_html(conclusion: Mapping[str, Any]) -> str:
         f"<p>{conclusion['runs']} runs: {conclusion['ok']} ok, "
         f"{conclusion['diverged']} diverged (diverged runs are counted, never averaged in).</p>"
     )
-    warning = conclusion["code_versions"]["warning"]
-    if warning:
-        body += f"<p class='warning'>{html.escape(warning)}</p>"
+    for warning in [*conclusion["selection"], conclusion["code_versions"]["warning"]]:
+        if warning:
+            body += f"<p class='warning'>{html.escape(warning)}</p>"
     return body
 
 

@@ -59,12 +59,47 @@ def summarise(runs: pd.DataFrame, axes: Sequence[str], confidence: float = 0.95)
 
 
 def select_best(summary: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
-    """For each architecture, the setting with the highest mean validation accuracy."""
-    candidates = summary[summary["n"] > 0]
-    best = candidates.loc[candidates.groupby("arch", sort=True)["val_acc_mean"].idxmax()]
-    columns = [*axes, "n", "val_acc_mean", "val_acc_sd"]
+    """For each architecture, the setting with the highest mean validation accuracy.
+
+    A setting that lost seeds (diverged or failed) is chosen only when no setting of its
+    architecture kept all of them: its mean covers the seeds that survived, so it flatters
+    an unstable setting. `complete` says whether every seed of the chosen setting finished;
+    `passed_over` names the settings with a higher mean that were skipped for lost seeds.
+    """
+    candidates = summary[summary["n"] > 0].assign(complete=lambda s: s["n"] == s["n_runs"])
+    rows = []
+    for _, group in candidates.groupby("arch", sort=True):
+        pool = group[group["complete"]] if group["complete"].any() else group
+        chosen = pool.loc[pool["val_acc_mean"].idxmax()]
+        higher = group[(group["val_acc_mean"] > chosen["val_acc_mean"]) & ~group["complete"]]
+        passed = [
+            f"{_describe_setting(row, axes)} (mean val acc {row['val_acc_mean']:.4f}, "
+            f"{row['n_runs'] - row['n']} of {row['n_runs']} seeds lost)"
+            for _, row in higher.iterrows()
+        ]
+        rows.append({**chosen.to_dict(), "passed_over": "; ".join(passed)})
+    columns = [*axes, "n", "n_runs", "n_diverged", "complete", "val_acc_mean", "val_acc_sd"]
     columns += [c for c in summary.columns if c.startswith("test_acc") and c not in columns]
-    return best[columns].reset_index(drop=True)
+    return pd.DataFrame(rows, columns=[*columns, "passed_over"])
+
+
+def selection_warnings(best: pd.DataFrame, axes: Sequence[str]) -> list[str]:
+    """One sentence per architecture whose choice was shaped by seeds lost to divergence."""
+    warnings = []
+    for _, row in best.iterrows():
+        setting = _describe_setting(row, axes)
+        if not row["complete"]:
+            warnings.append(
+                f"{row['arch']}: every setting lost seeds; chose {setting} with "
+                f"{row['n']} of {row['n_runs']} seeds finished ({row['n_diverged']} diverged), "
+                "so its mean covers only the seeds that survived."
+            )
+        if isinstance(row["passed_over"], str) and row["passed_over"]:
+            warnings.append(
+                f"{row['arch']}: chose {setting}, whose seeds all finished, over "
+                f"{row['passed_over']}."
+            )
+    return warnings
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -228,6 +263,21 @@ def evaluate_criterion(
     row = match.iloc[0]
     diff = row["diff"] if row["arch_a"] == better else -row["diff"]
     p = row["p_holm"]
+    counts = {row["arch_a"]: int(row["n_a"]), row["arch_b"]: int(row["n_b"])}
+    if min(counts.values()) < 2 or math.isnan(p):
+        reason = (
+            f"{better} has {counts[better]} and {worse} {counts[worse]} finished run(s) at the "
+            "chosen settings, and a test needs at least two on each side; add seeds"
+            if min(counts.values()) < 2
+            else "the test gives no p-value (the differences do not vary)"
+        )
+        return {
+            "criterion": text,
+            "met": None,
+            "diff": float(diff),
+            "p_holm": None,
+            "statement": f"Not decided: {text}; {reason}.",
+        }
     met = bool(diff >= min_diff and p < alpha)
     verdict = "MET" if met else "NOT MET"
     return {
@@ -240,11 +290,27 @@ def evaluate_criterion(
     }
 
 
-def code_versions(runs: pd.DataFrame) -> dict[str, Any]:
-    """Which commits produced the runs, and a warning if they differ or any tree was dirty."""
+def code_versions(
+    runs: pd.DataFrame, checkout: Mapping[str, Any] | None = None, named: int = 5
+) -> dict[str, Any]:
+    """Which commits produced the runs, and a warning when they may not be the code in use.
+
+    Warns when the runs come from several commits, when any was made on a dirty tree or
+    records no commit, and, given the `checkout` now in use (`commit`, `dirty`, as
+    `provenance.git_state` returns them), when a run was made at another commit or the
+    checkout has uncommitted changes. The warning names up to `named` runs and says what
+    to do.
+    """
     commits = sorted({str(c) for c in runs["commit"].dropna()})
     dirty = runs.loc[runs["dirty"].fillna(False).astype(bool), "run"].tolist()
     unknown = int(runs["commit"].isna().sum())
+    current = (checkout or {}).get("commit")
+    stale = (
+        runs.loc[runs["commit"].notna() & (runs["commit"] != current), "run"].tolist()
+        if current
+        else []
+    )
+    dirty_now = bool((checkout or {}).get("dirty"))
     problems = []
     if len(commits) > 1:
         problems.append(f"runs come from {len(commits)} different commits")
@@ -252,10 +318,33 @@ def code_versions(runs: pd.DataFrame) -> dict[str, Any]:
         problems.append(f"{len(dirty)} run(s) were made on a dirty tree")
     if unknown:
         problems.append(f"{unknown} run(s) record no git commit")
+    if stale:
+        problems.append(
+            f"{len(stale)} run(s) were made at another commit than the one checked out now "
+            f"({current[:12]}): {_first(stale, named)}"
+        )
+    if dirty_now:
+        problems.append("the checkout has uncommitted changes now")
+    warning = None
+    if problems:
+        warning = "Mixed code versions: " + "; ".join(problems) + "."
+        if stale or dirty_now:
+            warning += (
+                " These results may not come from the code checked out now: commit any "
+                "change, then rerun the runs made elsewhere (`snakemake --forcerun train` "
+                "reruns them all; deleting a run's folder reruns that run)."
+            )
     return {
         "commits": commits,
         "dirty_runs": dirty,
         "runs_without_commit": unknown,
+        "checkout": {"commit": current, "dirty": (checkout or {}).get("dirty")},
+        "runs_not_at_checkout": stale,
         "mixed": len(commits) > 1 or bool(dirty),
-        "warning": ("Mixed code versions: " + "; ".join(problems) + ".") if problems else None,
+        "warning": warning,
     }
+
+
+def _first(names: Sequence[str], count: int) -> str:
+    shown = ", ".join(names[:count])
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")

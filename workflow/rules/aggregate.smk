@@ -27,6 +27,8 @@ rule aggregate:
         axes=configuration.grid_axes(config),
         analysis=config["analysis"],
         code=CODE["aggregate"],
+        # The checkout whose commit runs are compared with when they are summarised.
+        repo=workflow.basedir,
     message:
         "Summarising the runs of {params.experiment}"
     script:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from reprogrid import atomic, collect, stats
+from reprogrid import atomic, collect, provenance, stats
 
 
 def _write_csv(path: str, table) -> None:
@@ -22,9 +22,14 @@ def aggregate_job(
     runs: list[str],
     axes: list[str],
     analysis: Mapping[str, Any],
+    repo: str,
     outputs: Mapping[str, str],
 ) -> int:
-    """Tables of the whole grid: runs, curves, summary over seeds, best settings, comparisons."""
+    """Tables of the whole grid: runs, curves, summary over seeds, best settings, comparisons.
+
+    `repo` is the workflow's checkout: the conclusion warns about runs whose recorded commit
+    is not the one checked out there now.
+    """
     folders = collect.run_folders(experiment, runs)
     table = collect.runs_table(folders, [*axes, "seed"])
     summary = stats.summarise(table, axes, analysis["confidence"])
@@ -41,7 +46,8 @@ def aggregate_job(
             "criterion": stats.evaluate_criterion(
                 comparisons, analysis["criterion"], analysis["alpha"]
             ),
-            "code_versions": stats.code_versions(table),
+            "selection": stats.selection_warnings(best, axes),
+            "code_versions": stats.code_versions(table, provenance.git_state(repo)),
             "runs": len(table),
             "ok": int((table["status"] == "ok").sum()),
             "diverged": int((table["status"] == "diverged").sum()),
@@ -97,8 +103,7 @@ def tables_job(
 
     summary_shown = reporting.summary_display(summary, axes, confidence)
     comparisons_shown = reporting.comparisons_display(comparisons, confidence)
-    best_shown = reporting.summary_display(best.assign(n_diverged=0), axes, confidence)
-    best_shown = best_shown.drop(columns="diverged")
+    best_shown = reporting.summary_display(best, axes, confidence)
     page, table = reporting.page, reporting.html_table
     atomic.write_text(
         outputs["summary_html"],
@@ -159,6 +164,7 @@ def tables_job(
                 "",
                 conclusion["criterion"]["statement"],
                 "",
+                *[f"> {warning}\n" for warning in conclusion["selection"]],
                 "## Summary over seeds",
                 "",
                 summary_shown.to_markdown(index=False),
