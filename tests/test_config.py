@@ -6,8 +6,10 @@ import gzip
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -262,17 +264,245 @@ def test_raw_dir_must_hold_all_four_files(schema, layers, tmp_path, raw_dir):
     partial = tmp_path / "partial"
     shutil.copytree(raw_dir, partial)
     (partial / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(ConfigError, match=r"data\.raw_dir: .*partial lacks t10k-labels-idx1-ubyte"):
+    with pytest.raises(
+        ConfigError, match=r"data\.raw_dir \(set by --config\): .*partial lacks t10k-labels"
+    ):
         resolve(schema, layers, values={"data": {"raw_dir": str(partial)}})
 
 
 def test_criterion_must_name_architectures_of_the_grid(schema, layers):
     criterion = {"better": "cnn", "worse": "speedcnn"}
-    with pytest.raises(ConfigError, match=r"analysis.criterion.worse: 'speedcnn' is not in"):
+    with pytest.raises(
+        ConfigError, match=r"analysis.criterion.worse \(set by --config\): 'speedcnn' is not in"
+    ):
         resolve(schema, layers, values={"analysis": {"criterion": criterion}})
     same = {"better": "cnn", "worse": "cnn"}
     with pytest.raises(ConfigError, match="better and worse must differ"):
         resolve(schema, layers, values={"analysis": {"criterion": same}})
+
+
+def test_an_undecodable_byte_is_refused_naming_the_file_line_and_byte(schema, layers, tmp_path):
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"train:\n  epochs: 2\n  optimizer: sgd # caf\xe9\n")
+    with pytest.raises(
+        ConfigError, match=r"latin.yaml at line 3, column 23: byte 0xe9 is not UTF-8"
+    ):
+        configuration.load_yaml(latin)
+    with pytest.raises(ConfigError, match=r"latin.yaml at line 3"):
+        resolve(schema, layers, files=[latin])
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "kind"),
+    [
+        ("1: x\n", 1, "1", "a number"),
+        ("train:\n  epochs: 2\n  1: x\n", 3, "1", "a number"),
+        ("train:\n  yes: 2\n", 2, "yes", "a boolean"),
+        ("data:\n  null: 2\n", 2, "null", "null"),
+        ("grid:\n  2.5: [1]\n", 2, "2.5", "a number"),
+        ("? [1, 2]\n: x\n", 1, "[1, 2]", "a list"),
+    ],
+)
+def test_a_key_that_is_not_a_name_is_refused_naming_file_line_and_key(
+    tmp_path, text, line, key, kind
+):
+    path = tmp_path / "keys.yaml"
+    path.write_text(text, encoding="utf-8")
+    expected = f"keys.yaml at line {line}: key {key} is read as {kind}, not a key name"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        configuration.load_yaml(path)
+
+
+def test_yaml_merge_keys_bring_their_values(schema, layers, tmp_path):
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(
+        "grid:\n"
+        "  seed: &seeds [4, 5]\n"
+        "  arch: [mlp]\n"
+        "  lr: [0.01]\n"
+        "analysis:\n"
+        "  criterion: null\n"
+        "train:\n"
+        "  <<: [{epochs: 2, batch_size: 32}, {optimizer: sgd}]\n"
+        "  batch_size: 16\n"
+        "  seed: 0\n",
+        encoding="utf-8",
+    )
+    config = resolve(schema, layers, files=[merged])
+    assert config["train"]["epochs"] == 2  # from the merged mapping
+    assert config["train"]["optimizer"] == "sgd"
+    assert config["train"]["batch_size"] == 16  # the mapping's own key wins over the merge
+    assert config["grid"]["seed"] == [4, 5]
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  <<: {epochs: 2}\n  lr: 0.1\n  lr: 0.2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"twice.yaml at line 4: key 'lr' is given twice"):
+        configuration.load_yaml(twice)
+
+
+def test_an_experiment_close_to_a_known_one_is_refused_in_a_config_file(schema, layers, tmp_path):
+    _, experiments = layers
+    write_config(experiments, {"train": {"epochs": 2}}, "fashion.yaml")
+    for typo in ("fashon", "Fashion", "fasion2", "defualt"):
+        own = write_config(tmp_path, {"experiment": typo}, "typo.yaml")
+        with pytest.raises(
+            ConfigError, match=r"\(set by .*typo.yaml\): '.+' has no file .*did you mean"
+        ):
+            resolve(schema, layers, files=[own])
+    with pytest.raises(ConfigError, match=r"\(set by --config\): no file .*did you mean 'fashion'"):
+        resolve(schema, layers, values={"experiment": "fashon"})
+    # A name of its own, further from every known one, defines an experiment of its own.
+    for name in ("fashion-large", "mnist-wide", "tiny"):
+        own = write_config(tmp_path, {"experiment": name}, "own.yaml")
+        assert resolve(schema, layers, files=[own])["experiment"] == name
+
+
+def test_between_short_names_fewer_edits_count_as_a_typo():
+    assert configuration._edits("fashon", "fashion") == 1
+    assert configuration._edits("FASHION", "fashion") == 0
+    assert configuration._typo_edits("fashon", "fashion") == 2
+    assert configuration._typo_edits("abcd", "abce") == 1
+    assert configuration._typo_edits("ab", "ac") == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"grid": {"seed": [0, 2**32]}}, "grid.seed[1]"),
+        ({"train": {"seed": 2**32}}, "train.seed"),
+        ({"data": {"split_seed": 2**40}}, "data.split_seed"),
+    ],
+)
+def test_a_seed_must_fit_32_bits(schema, layers, tmp_path, values, key):
+    assert resolve(schema, layers, values={"grid": {"seed": [2**32 - 1]}})
+    path = write_config(tmp_path, values, "seeds.yaml")
+    with pytest.raises(
+        ConfigError, match=rf"{re.escape(key)} \(set by .*seeds.yaml\): .* at most 4294967295"
+    ):
+        resolve(schema, layers, files=[path])
+
+
+def test_batch_size_must_fit_the_training_split(schema, layers, tmp_path, raw_dir):
+    # The generated set has 1200 training images; val_fraction 0.1 keeps 1080 for training.
+    assert resolve(schema, layers, values={"train": {"batch_size": 1080}})
+    big = write_config(tmp_path, {"train": {"batch_size": 1081}}, "big.yaml")
+    with pytest.raises(
+        ConfigError,
+        match=r"train.batch_size \(set by .*big.yaml\): 1081 is larger than the training split "
+        r"\(1080 images: 1200 in .*train-images-idx3-ubyte.gz less 120",
+    ):
+        resolve(schema, layers, files=[big])
+    grid = {"grid": {"batch_size": ["64", "2000"]}}
+    with pytest.raises(ConfigError, match=r"grid.batch_size\[1\] \(set by --config\): 2000"):
+        resolve(schema, layers, values=grid)
+    # Downloaded, the count is the data set's own: MNIST keeps 54,000 of 60,000.
+    download = {"data": {"raw_dir": None}, "train": {"batch_size": 54001}}
+    with pytest.raises(ConfigError, match=r"training split \(54000 images: 60000 in the mnist"):
+        resolve(schema, layers, values=download)
+
+
+def test_the_split_count_is_read_from_a_plain_idx_header(schema, layers, tmp_path, raw_dir):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for path in raw_dir.iterdir():
+        (plain / path.stem).write_bytes(gzip.decompress(path.read_bytes()))
+    values = {"data": {"raw_dir": str(plain)}, "train": {"batch_size": 1081}}
+    with pytest.raises(ConfigError, match=r"1200 in .*plain/train-images-idx3-ubyte less 120"):
+        resolve(schema, layers, values=values)
+
+
+def test_val_fraction_must_leave_training_and_validation_images(schema, layers):
+    with pytest.raises(
+        ConfigError, match=r"data.val_fraction \(set by --config\): 0.9999 leaves no"
+    ):
+        resolve(schema, layers, values={"data": {"val_fraction": "0.9999"}})
+    with pytest.raises(
+        ConfigError,
+        match=r"0.005 holds out 6 of 1200 images .* fewer than one per class \(10\); "
+        r"raise it to at least 0.0084",
+    ):
+        resolve(schema, layers, values={"data": {"val_fraction": "0.005"}})
+    assert resolve(schema, layers, values={"data": {"val_fraction": "0.0084"}})
+
+
+@pytest.mark.parametrize(
+    ("count", "fraction"), [(1200, 0.1), (1200, 0.0001), (77, 0.33), (60000, 0.5)]
+)
+def test_planning_counts_the_validation_split_as_training_carves_it(count, fraction):
+    from reprogrid import data
+
+    _, validation = data.split_train_val(count, fraction, split_seed=0)
+    assert configuration.validation_count(count, fraction) == len(validation)
+
+
+def test_idx_count_reads_the_header_or_gives_up(tmp_path, raw_dir):
+    images = raw_dir / "train-images-idx3-ubyte.gz"
+    assert configuration.idx_count(images) == 1200
+    plain = tmp_path / "train-images-idx3-ubyte"
+    plain.write_bytes(gzip.decompress(images.read_bytes()))
+    assert configuration.idx_count(plain) == 1200
+    for broken in (b"", b"\x00\x00\x08", b"not idx at all", images.read_bytes()[:20]):
+        path = tmp_path / "broken.gz"
+        path.write_bytes(broken)
+        assert configuration.idx_count(path) is None
+        assert configuration.idx_count(tmp_path / "broken") is None
+
+
+def test_raw_dir_naming_a_file_is_refused_as_such(schema, layers, raw_dir):
+    file = raw_dir / "train-images-idx3-ubyte.gz"
+    with pytest.raises(
+        ConfigError,
+        match=rf"data.raw_dir \(set by --config\): {re.escape(str(file))} is a file, not a folder; "
+        rf".*lies in {re.escape(str(raw_dir))}",
+    ):
+        resolve(schema, layers, values={"data": {"raw_dir": str(file)}})
+
+
+def test_messages_name_the_layer_that_set_the_key(schema, layers, tmp_path):
+    _, experiments = layers
+    write_config(
+        experiments, {"analysis": {"criterion": {"better": "cnn", "worse": "x"}}}, "e.yaml"
+    )
+    with pytest.raises(ConfigError, match=r"criterion.worse \(set by .*experiments/e.yaml\)"):
+        resolve(schema, layers, values={"experiment": "e"})
+    resolution = configuration.resolve_with_sources(
+        schema, layers[0], experiments, (), {"train": {"epochs": "2"}, "debug": "true"}
+    )
+    assert resolution.source("train", "batch_size") == str(layers[0])
+    assert resolution.source("train", "optimizer") == "the schema's default"
+    assert resolution.source("train", "epochs") == "debug mode"
+    assert resolution.source("grid", "seed") == str(layers[0])
+
+
+def test_check_local_gpus_refuses_gpus_torch_cannot_see():
+    torch = pytest.importorskip("torch")
+    configuration.check_local_gpus(0, "config key resources.gpu", "--config resources='{gpu: 0}'")
+    if torch.cuda.is_available():
+        configuration.check_local_gpus(1, "config key resources.gpu", "gpu 0")
+        return
+    with pytest.raises(
+        ConfigError, match=r"resources.gpu asks 1 GPU\(s\) .* torch sees no GPU .*with gpu 0"
+    ):
+        configuration.check_local_gpus(1, "config key resources.gpu", "gpu 0")
+
+
+def test_unknown_run_says_what_the_grid_holds(schema, layers):
+    resolution = configuration.resolve_with_sources(schema, *layers)
+    message = configuration.unknown_run("arch=mlp/lr=0.01/seed=0", resolution, schema)
+    assert "no run arch=mlp/lr=0.01/seed=0 in the grid of experiment 'default'" in message
+    assert f"grid.lr (set by {layers[0]}) lists 0.001, 0.003, not 0.01" in message
+    assert "its runs combine arch mlp, cnn; lr 0.001, 0.003; seed 0, 1;" in message
+    message = configuration.unknown_run("arch=mlp/lr=0.001/batch_size=8/seed=0", resolution, schema)
+    assert "batch_size is no grid axis" in message
+
+
+def test_a_debug_claim_excludes_a_second_one(tmp_path):
+    lock = tmp_path / ".snakemake/reprogrid-debug.lock"
+    held = configuration.claim_debug_outputs(lock)
+    # flock claims belong to an open file, so a second open in this process counts as another run.
+    with pytest.raises(ConfigError, match="another debug run is running"):
+        configuration.claim_debug_outputs(lock)
+    held.close()
+    configuration.claim_debug_outputs(lock).close()
 
 
 # --- the grid and run ids -------------------------------------------------------------------
@@ -414,7 +644,7 @@ REFUSALS = [
     (["grid={seed: [1, 1], arch: [mlp], lr: [0.1]}"], ["grid.seed", "twice"]),
     (["grid={seed: [0], arch: [mlp, mlp], lr: [0.1]}"], ["grid.arch", "twice"]),
     (["grid={seed: [0], arch: [mlp], lr: [0.1, 1e-1]}"], ["grid.lr", "twice"]),
-    (["grid={seed: 0, arch: [mlp], lr: [0.1]}"], ["grid.seed", "not a valid array"]),
+    (["grid={seed: 0, arch: [mlp], lr: [0.1]}"], ["grid.seed", "not a valid list"]),
     (["grid={seed: [a], arch: [mlp], lr: [0.1]}"], ["grid.seed[0]", "not a valid integer"]),
     (["grid={seed: [0], arch: [mlp], lr: [0.1], batch_size: [0]}"], ["grid.batch_size[0]"]),
     (
@@ -431,15 +661,41 @@ REFUSALS = [
     (["experiment=nosuch"], ["experiment", "nosuch.yaml", "known experiments"]),
     (["experiment=debug"], ["experiment", "reserved"]),
     (["debug=maybe"], ["debug", "not a valid boolean"]),
-    (["train=3"], ["train", "not a valid object"]),
+    (["train=3"], ["train", "not a valid mapping"]),
     (["train={lr: .inf}"], ["train.lr", "not a valid number"]),
     (["analysis={criterion: {better: cnn, worse: speedcnn}}"], ["analysis.criterion.worse"]),
     (["resources={threads: 0}"], ["resources.threads", "at least 1"]),
     (["data={dataset: MNIST}"], ["data.dataset", "did you mean 'mnist'"]),
     (["grid={seed: [0], arch: [mlp], lr: [0.1], foo: [1]}"], ["'grid.foo'", "allowed here"]),
-    (["train={epochs: 2"], ["train", "'{epochs: 2'", "not a valid object"]),
+    (["train={epochs: 2"], ["train", "'{epochs: 2'", "not a valid mapping"]),
     (["grid={seed: [-1], arch: [mlp], lr: [0.1]}"], ["grid.seed[0]", "at least 0"]),
     (["grid={seed: [0], arch: [cnn], lr: [0.1]}"], ["analysis.criterion.worse", "null"]),
+    (["grid={seed: [4294967296], arch: [mlp], lr: [0.1]}"], ["grid.seed[0]", "at most 4294967295"]),
+    (["train={seed: 4294967296}"], ["train.seed (set by --config)", "32-bit"]),
+    (["data={split_seed: 4294967296}"], ["data.split_seed (set by --config)", "at most"]),
+    (["train={epochs: 100000}"], ["train.epochs (set by --config)", "at most 10000"]),
+    (["train={eval_batch_size: 10000000}"], ["train.eval_batch_size", "at most 1000000"]),
+    (["train={batch_size: 1081}"], ["train.batch_size (set by --config)", "training split (1080"]),
+    (
+        ["grid={seed: [0], arch: [mlp], lr: [0.1], batch_size: [64, 5000]}"],
+        ["grid.batch_size[1] (set by --config)", "5000 is larger than the training split"],
+    ),
+    (["data={val_fraction: 0.9999}"], ["data.val_fraction (set by --config)", "no training"]),
+    (["data={val_fraction: 0.001}"], ["data.val_fraction", "fewer than one per class"]),
+    (["resources={gpu: 2}"], ["resources.gpu (set by --config)", "at most 1", "one device"]),
+    (["resources={gpu: -1}"], ["resources.gpu", "at least 0"]),
+    (["train={epochs: true}"], ["train.epochs", "True is not a valid integer"]),
+    (["train={batch_size: -64}"], ["train.batch_size", "at least 1"]),
+    (["train=null"], ["config key train (set by --config) has no value"]),
+    (["grid={seed: [0], arch: [mlp], lr: [0]}"], ["grid.lr[0]", "greater than 0"]),
+    (
+        ["grid={seed: [0], arch: [mlp], lr: [0.1], epochs: [2, 0]}"],
+        ["grid.epochs[1]", "at least 1"],
+    ),
+    (["grid={seed: [0], arch: [], lr: [0.1]}"], ["grid.arch", "empty"]),
+    (["experiment=fashon"], ["experiment (set by --config)", "did you mean 'fashion'"]),
+    (["analysis={criterion: {better: cnn, worse: mlp, min_diff: 2}}"], ["min_diff", "at most 1"]),
+    (["data={raw_dir: '~/mnist'}"], ["data.raw_dir", "'~' is not expanded"]),
 ]
 
 
@@ -490,6 +746,140 @@ def test_broken_yaml_in_an_experiment_file_is_refused_naming_it(planning_project
     finally:
         (planning_project / "config/experiments/broken.yaml").unlink()
     assert_refused(result, "config/experiments/broken.yaml at line", "is not valid YAML")
+
+
+@pytest.mark.workflow
+def test_an_undecodable_byte_in_config_yaml_is_refused_naming_the_file(tmp_path):
+    folder = copy_project(tmp_path / "project")
+    with open(folder / "config/config.yaml", "ab") as handle:
+        handle.write(b"# r\xe9sum\xe9\n")
+    result = snakemake(folder, "-n", check=False)
+    assert_refused(result, "config/config.yaml at line", "is not UTF-8")
+    assert nothing_written(folder)
+
+
+@pytest.mark.workflow
+def test_an_undecodable_byte_in_an_experiment_file_is_refused_naming_it(planning_project):
+    (planning_project / "config/experiments/latin.yaml").write_bytes(b"train: {epochs: 2} # \xff\n")
+    try:
+        result = snakemake(planning_project, "-n", "--config", "experiment=latin", check=False)
+    finally:
+        (planning_project / "config/experiments/latin.yaml").unlink()
+    assert_refused(result, "config/experiments/latin.yaml at line 1, column 22", "is not UTF-8")
+
+
+@pytest.mark.workflow
+def test_a_key_that_is_not_a_name_is_refused_in_any_layer(planning_project, tmp_path):
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("train:\n  epochs: 2\n  1: x\n", encoding="utf-8")
+    result = snakemake(planning_project, "-n", "--configfile", str(keys), check=False)
+    assert_refused(result, "keys.yaml at line 3: key 1 is read as a number")
+    (planning_project / "config/experiments/keys.yaml").write_text("1: x\nfoo: y\n")
+    try:
+        result = snakemake(planning_project, "-n", "--config", "experiment=keys", check=False)
+    finally:
+        (planning_project / "config/experiments/keys.yaml").unlink()
+    assert_refused(result, "config/experiments/keys.yaml at line 1: key 1 is read as a number")
+
+
+@pytest.mark.workflow
+def test_merge_keys_in_a_configfile_reach_the_plan(planning_project, tmp_path):
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(
+        "experiment: merged\n"
+        "grid:\n  <<: {seed: [3], arch: [mlp]}\n  lr: [0.5]\n"
+        "analysis: {criterion: null}\n",
+        encoding="utf-8",
+    )
+    result = snakemake(planning_project, "-n", "--configfile", str(merged))
+    assert planned_runs(result) == {"arch=mlp/lr=0.5/seed=3"}
+
+
+@pytest.mark.workflow
+def test_an_experiment_typo_in_a_configfile_is_refused(planning_project, tmp_path):
+    typo = write_config(tmp_path, {"experiment": "fashon"}, "typo.yaml")
+    result = snakemake(planning_project, "-n", "--configfile", str(typo), check=False)
+    assert_refused(result, "experiment (set by ", "typo.yaml", "did you mean 'fashion'")
+    assert nothing_written(planning_project)
+    # An experiment of its own, named apart from the known ones, plans into its own folder.
+    own = write_config(
+        tmp_path,
+        {"experiment": "wide", "grid": {"seed": [0], "arch": ["mlp"], "lr": [0.2]}},
+        "own.yaml",
+    )
+    result = snakemake(planning_project, "-n", "--configfile", str(own), "--config",
+                       "analysis={criterion: null}")  # fmt: skip
+    assert "results/wide/runs/arch=mlp/lr=0.2/seed=0/metrics.json" in result.stdout
+
+
+@pytest.mark.workflow
+def test_raw_dir_naming_a_file_is_refused_before_any_job(planning_project, raw_dir):
+    file = raw_dir / "train-labels-idx1-ubyte.gz"
+    result = snakemake(planning_project, "-n", "--config", f"data={{raw_dir: {file}}}", check=False)
+    assert_refused(result, "data.raw_dir (set by --config)", "is a file, not a folder")
+
+
+def assert_refused_while_planning(result, *fragments):
+    """Refused in one `reprogrid:` line once Snakemake builds its plan, after its own header."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output and "Error" not in output, output
+    ours = [line for line in output.splitlines() if line.startswith("reprogrid:")]
+    assert len(ours) == 1, output
+    assert output.strip().splitlines()[-1] == ours[0], output
+    for fragment in fragments:
+        assert fragment in ours[0], output
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize(
+    ("target", "fragments"),
+    [
+        (
+            "results/default/runs/arch=mlp/lr=0.01/seed=0/metrics.json",
+            ["no run arch=mlp/lr=0.01/seed=0 in the grid", "grid.lr (set by config/config.yaml)"],
+        ),
+        (
+            "results/default/runs/arch=mlp/lr=0.001/batch_size=32/seed=0/model.pt",
+            ["batch_size is no grid axis", "list the value under grid"],
+        ),
+        (
+            "results/default/runs/arch=mlp/lr=0.001/seed=7/history.csv",
+            ["grid.seed (set by config/config.yaml) lists 0, 1, 2, not 7"],
+        ),
+    ],
+)
+def test_a_run_outside_the_grid_is_refused_in_one_line(planning_project, target, fragments):
+    for args in (["-n"], ["--cores", "1"]):
+        result = snakemake(planning_project, *args, target, check=False)
+        assert_refused_while_planning(result, *fragments)
+        assert nothing_written(planning_project)
+
+
+@pytest.mark.workflow
+def test_a_local_run_asking_for_a_gpu_torch_cannot_see_is_refused(planning_project):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a GPU here")
+    grid = ["grid={seed: [0], arch: [mlp], lr: [0.1]}", "analysis={criterion: null}"]
+    # A dry run cannot tell where the jobs will run (--profile profiles/slurm -n looks the
+    # same), so it plans; a real local run is refused before its first job.
+    snakemake(planning_project, "-n", "--config", *grid, "resources={gpu: 1}")
+    result = snakemake(
+        planning_project, "--cores", "1", "--config", *grid, "resources={gpu: 1}", check=False
+    )
+    assert_refused_while_planning(
+        result, "config key resources.gpu (set by --config)", "torch sees no GPU",
+        "--config resources='{gpu: 0}'",
+    )  # fmt: skip
+    assert nothing_written(planning_project)
+    result = snakemake(
+        planning_project, "--cores", "1", "--config", *grid, "--set-resources", "train:gpu=1",
+        check=False,
+    )  # fmt: skip
+    assert_refused_while_planning(result, "--set-resources train:gpu=1", "train:gpu=0")
+    assert nothing_written(planning_project)
 
 
 @pytest.mark.workflow
@@ -670,3 +1060,35 @@ def test_debug_run_writes_only_under_debug_folders(tmp_path, raw_dir):
     assert "reports/debug/summary.html" in {
         path.relative_to(folder).as_posix() for path in (folder / "reports").rglob("*.html")
     }
+
+
+@pytest.mark.workflow
+def test_a_debug_run_never_deletes_a_running_debug_run(tmp_path, raw_dir):
+    """A second debug run, started while one runs, is refused and deletes nothing."""
+    folder = copy_project(tmp_path / "project")
+    config = write_config(folder, small_grid(raw_dir, seed=[0], arch=["mlp", "cnn"], lr=[0.1]))
+    command = [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", str(config),
+               "--config", "debug=True"]  # fmt: skip
+    first = subprocess.Popen(
+        command, cwd=folder, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    runs = folder / "results/debug/runs"
+    try:
+        deadline = time.monotonic() + 300
+        while not list(runs.glob("*/*/*/metrics.json")):
+            assert first.poll() is None, first.communicate()[0]
+            assert time.monotonic() < deadline, "the first debug run trained nothing"
+            time.sleep(0.05)
+        # Hold the first run mid-grid, its claim and Snakemake's lock held, while the second starts.
+        os.killpg(first.pid, signal.SIGSTOP)
+        written = sorted(path for path in folder.glob("*/debug/**/*") if path.is_file())
+        second = snakemake(folder, *command[3:], check=False)
+        assert_refused_while_planning(second, "another debug run is running")
+        assert sorted(path for path in folder.glob("*/debug/**/*") if path.is_file()) == written
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    output = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, output
+    assert (folder / "results/debug/summary/runs.csv").is_file()
+    assert len(list(runs.glob("*/*/*/metrics.json"))) == 2

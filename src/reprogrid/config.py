@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import copy
 import difflib
+import fcntl
+import gzip
 import itertools
 import math
 import re
 import shutil
-from collections.abc import Hashable, Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 import jsonschema
 import yaml
@@ -27,33 +30,58 @@ from reprogrid import catalog, paths
 
 DEBUG_EXPERIMENT = "debug"
 DEBUG_MAX_BATCHES = 5
+_DEBUG_FORCED = {"epochs": 1, "max_batches": DEBUG_MAX_BATCHES}
 
 
 class ConfigError(ValueError):
     """A configuration a run must not start with; the message is meant for the user as is."""
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key: Any, line: int) -> None:
-        super().__init__(key, line)
-        self.key, self.line = key, line
+class _KeyError(Exception):
+    """A key YAML reads but a config must not have, found at `line`."""
+
+    def __init__(self, key: Any, line: int, problem: str) -> None:
+        super().__init__(key, line, problem)
+        self.key, self.line, self.problem = key, line, problem
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_YAML_KINDS = {
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+    list: "a list",
+    dict: "a mapping",
+}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error.
+    """YAML's safe loader, except that every key must be a name, given once per mapping.
 
-    Plain YAML keeps the last value silently, so `train:` written twice would drop half
-    of what the user wrote.
+    Plain YAML keeps the last value of a repeated key silently, so `train:` written twice
+    would drop half of what the user wrote; and it reads `1:` or `yes:` as a number or a
+    boolean, which no config key is. Merge keys (`<<: *base`) are YAML and stay allowed:
+    the keys they bring in may be overridden by the mapping's own.
     """
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
             key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, Hashable):
-                continue  # the safe loader refuses it with its own message
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                written = key_node.value if isinstance(key_node.value, str) else key
+                kind = _YAML_KINDS.get(type(key), type(key).__name__)
+                raise _KeyError(
+                    written,
+                    line,
+                    f"is read as {kind}, not a key name; config/README.md lists the names",
+                )
             if key in seen:
-                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                raise _KeyError(repr(key), line, "is given twice; keep one")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -61,29 +89,33 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, refusing a broken or non-mapping file by name."""
     path = Path(path)
+    shown = _shown(str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as err:
-        raise ConfigError(f"cannot read config file {_shown(str(path))}: {err.strerror}") from None
+        raise ConfigError(f"cannot read config file {shown}: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        column = err.start - raw.rfind(b"\n", 0, err.start)
+        raise ConfigError(
+            f"{shown} at line {line}, column {column}: byte 0x{raw[err.start]:02x} is not "
+            "UTF-8; save the file as UTF-8"
+        ) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except _DuplicateKey as err:
-        raise ConfigError(
-            f"{_shown(str(path))} at line {err.line}: key {err.key!r} is given twice; keep one"
-        ) from None
+    except _KeyError as err:
+        raise ConfigError(f"{shown} at line {err.line}: key {err.key} {err.problem}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(
-            f"{_shown(str(path))}{where} is not valid YAML ({problem}); fix the file"
-        ) from None
+        raise ConfigError(f"{shown}{where} is not valid YAML ({problem}); fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"{_shown(str(path))} must hold a mapping of keys, not a {type(data).__name__}"
-        )
+        raise ConfigError(f"{shown} must hold a mapping of keys, not a {type(data).__name__}")
     return data
 
 
@@ -145,6 +177,17 @@ def retype_cli(values: Any) -> Any:
     return values
 
 
+class Resolution(NamedTuple):
+    """A resolved configuration, and which layer set each key it holds."""
+
+    config: dict[str, Any]
+    sources: dict[tuple[str, ...], str]
+
+    def source(self, *key: str) -> str:
+        """The layer that set `key` (a path such as ("train", "epochs")), for messages."""
+        return source_of(self.sources, key)
+
+
 def resolve(
     schema: Mapping[str, Any],
     base_file: str | Path,
@@ -159,46 +202,75 @@ def resolve(
     on the arguments and the files they name: a cluster job, given the same `--configfiles`
     and `--config` again, resolves the same configuration.
     """
+    return resolve_with_sources(schema, base_file, experiments_dir, cli_files, cli_values).config
+
+
+def resolve_with_sources(
+    schema: Mapping[str, Any],
+    base_file: str | Path,
+    experiments_dir: str | Path,
+    cli_files: Iterable[str | Path] = (),
+    cli_values: Mapping[str, Any] | None = None,
+) -> Resolution:
+    """`resolve`, keeping for each key the layer that set it, for checks made later."""
     base = (str(base_file), load_yaml(base_file))
     files = [(str(path), load_yaml(path)) for path in cli_files]
     overrides = ("--config", retype_cli(dict(cli_values or {})))
 
-    experiment = _experiment_name([base, *files, overrides], schema)
-    schema_default = schema["properties"]["experiment"]["default"]
+    experiment, named_by = _experiment_name([base, *files, overrides], schema)
     layers = [base]
     experiment_file = Path(experiments_dir) / f"{experiment}.yaml"
     if experiment_file.is_file():
         layers.append((str(experiment_file), load_yaml(experiment_file)))
         _check_experiment_file(experiment, _shown(str(experiment_file)), layers[-1][1])
-    elif "experiment" in overrides[1] and experiment != schema_default:
-        known = sorted(path.stem for path in Path(experiments_dir).glob("*.yaml"))
-        raise ConfigError(
-            f"config key experiment: no file {_shown(str(experiment_file))} for experiment "
-            f"{experiment!r}; "
-            f"known experiments: {', '.join(sorted({schema_default, *known}))}"
-        )
+    else:
+        _check_new_experiment(experiment, named_by, experiments_dir, schema)
     layers += [*files, overrides]
 
     config: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
     for source, layer in layers:
         layer = _coerce(layer, schema)
         check_layer(layer, schema, source)
         config = merge(config, layer)
+        _record_sources(layer, _shown(source), sources)
     validate(config, schema)
     config = fill_defaults(config, schema)
     if config["debug"]:
         config = _debug_version(config)
-    check_semantics(config)
-    return config
+        for key in _DEBUG_FORCED:
+            sources["train", key] = "debug mode"
+    resolution = Resolution(config, sources)
+    check_semantics(resolution)
+    return resolution
 
 
-def _experiment_name(layers: list[tuple[str, Mapping[str, Any]]], schema: Mapping[str, Any]) -> str:
-    """The experiment the layers name, checked before it is used to find a file."""
+def _record_sources(
+    layer: Mapping[str, Any], source: str, sources: dict[tuple[str, ...], str], path=()
+) -> None:
+    for key, value in layer.items():
+        sources[(*path, key)] = source
+        if isinstance(value, Mapping):
+            _record_sources(value, source, sources, (*path, key))
+
+
+def source_of(sources: Mapping[tuple[str, ...], str], key: Iterable[str]) -> str:
+    """The layer that set `key`, else the schema's default.
+
+    Mappings merge key by key, so a key's layer is the last one that named the key itself.
+    """
+    return sources.get(tuple(key), "the schema's default")
+
+
+def _experiment_name(
+    layers: list[tuple[str, Mapping[str, Any]]], schema: Mapping[str, Any]
+) -> tuple[str, str]:
+    """The experiment the layers name and the layer naming it, checked before any file lookup."""
     spec = schema["properties"]["experiment"]
     source, name = "the schema's default", spec["default"]
     for where, layer in layers:
         if "experiment" in layer:
-            source, name = where, _coerce(layer["experiment"], spec)
+            source, name = _shown(where), _coerce(layer["experiment"], spec)
     if not isinstance(name, str) or not re.search(spec["pattern"], name):
         raise ConfigError(
             f"config key experiment: {name!r} (set by {source}) is not a valid experiment name; "
@@ -211,7 +283,7 @@ def _experiment_name(layers: list[tuple[str, Mapping[str, Any]]], schema: Mappin
             f"config key experiment: {name!r} (set by {source}) is reserved for debug runs; "
             "use --config debug=True"
         )
-    return name
+    return name, source
 
 
 def _check_experiment_file(experiment: str, source: str, layer: Mapping[str, Any]) -> None:
@@ -221,6 +293,57 @@ def _check_experiment_file(experiment: str, source: str, layer: Mapping[str, Any
             f"config key experiment: {source} sets experiment {named!r}; the file's name "
             "names the experiment, so remove the key"
         )
+
+
+def _check_new_experiment(
+    name: str, source: str, experiments_dir: str | Path, schema: Mapping[str, Any]
+) -> None:
+    """Refuse an experiment without a file where it is most likely a typo of one with a file.
+
+    On the command line a name must have a file. A config file may define an experiment of
+    its own (its grid is in the file), unless the name is one or two edits from a known one.
+    """
+    default = schema["properties"]["experiment"]["default"]
+    if name in (default, DEBUG_EXPERIMENT):
+        return
+    known = sorted({default, *(path.stem for path in Path(experiments_dir).glob("*.yaml"))})
+    missing = _shown(str(Path(experiments_dir) / f"{name}.yaml"))
+    if source == "--config":
+        raise ConfigError(
+            f"config key experiment (set by --config): no file {missing} for experiment "
+            f"{name!r}{_did_you_mean(name, known)}; known experiments: {', '.join(known)}"
+        )
+    close = [other for other in known if _edits(name, other) <= _typo_edits(name, other)]
+    if close:
+        raise ConfigError(
+            f"config key experiment (set by {source}): {name!r} has no file {missing} and is "
+            f"close to the experiment {close[0]!r} (did you mean '{close[0]}'?); fix the name, "
+            "or give a new experiment a name further from the known ones "
+            f"({', '.join(known)})"
+        )
+
+
+def _typo_edits(name: str, other: str) -> int:
+    """How many edits from a known experiment's name count as a typo of it.
+
+    Two for names of five characters or more, one for three or four, none below: between
+    very short names one edit is already a different word.
+    """
+    return min(2, (min(len(name), len(other)) - 1) // 2)
+
+
+def _edits(first: str, second: str) -> int:
+    """Levenshtein distance, ignoring case: insertions, deletions and substitutions."""
+    first, second = first.lower(), second.lower()
+    previous = list(range(len(second) + 1))
+    for i, char in enumerate(first, 1):
+        current = [i]
+        for j, other in enumerate(second, 1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char != other))
+            )
+        previous = current
+    return previous[-1]
 
 
 def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
@@ -304,6 +427,10 @@ def _did_you_mean(value: Any, choices: Iterable[Any], prefix: str = "") -> str:
     return f" (did you mean '{prefix}{by_lower[close[0]]}'?)" if close else ""
 
 
+# Schema types in the words config/README.md uses.
+_TYPE_WORDS = {"object": "mapping", "array": "list"}
+
+
 def _describe(error: jsonschema.ValidationError, source: str = "") -> str:
     origin = f" (set by {source})" if source else ""
     key = _key(error.absolute_path) + origin
@@ -332,7 +459,10 @@ def _describe(error: jsonschema.ValidationError, source: str = "") -> str:
         return f"{where}: {error.message}; add it"
     if error.validator == "type":
         wanted = error.validator_value
-        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        wanted = " or ".join(_TYPE_WORDS.get(name, name) for name in wanted)
+        if error.instance is None:
+            return f"config key {key} has no value (null); give it a {wanted} or delete the key"
         return f"config key {key}: {error.instance!r} is not a valid {wanted}"
     if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         bound = {
@@ -341,7 +471,8 @@ def _describe(error: jsonschema.ValidationError, source: str = "") -> str:
             "maximum": "at most",
             "exclusiveMaximum": "less than",
         }[error.validator]
-        return f"config key {key}: {error.instance!r} must be {bound} {error.validator_value}"
+        why = f" ({schema['x-why']})" if "x-why" in schema else ""
+        return f"config key {key}: {error.instance!r} must be {bound} {error.validator_value}{why}"
     if error.validator == "pattern":
         return (
             f"config key {key}: {error.instance!r} is not allowed here; use letters, digits, "
@@ -368,18 +499,41 @@ def _debug_version(config: dict[str, Any]) -> dict[str, Any]:
     other axis keeps its first value, and the forced keys leave the grid altogether.
     """
     config = copy.deepcopy(config)
-    forced = {"epochs": 1, "max_batches": DEBUG_MAX_BATCHES}
     config["experiment"] = DEBUG_EXPERIMENT
-    grid = {key: values for key, values in config["grid"].items() if key not in forced}
+    grid = {key: values for key, values in config["grid"].items() if key not in _DEBUG_FORCED}
     config["grid"] = {
         key: values if key in ("arch", "lr") else values[:1] for key, values in grid.items()
     }
-    config["train"].update(forced)
+    config["train"].update(_DEBUG_FORCED)
     return config
 
 
+def claim_debug_outputs(lock_file: str | Path) -> IO:
+    """Claim the debug folders for this process: the returned file holds the claim open.
+
+    The claim is an exclusive `flock` on `lock_file`, dropped by the kernel when the process
+    ends, however it ends. While another process holds it, a debug run is at work in these
+    folders, and this raises ConfigError without touching anything.
+    """
+    Path(lock_file).parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_file, "a")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            "another debug run is running in this folder (it holds "
+            f"{_shown(str(lock_file))}); wait for it to end, since this one would first delete "
+            f"its outputs under {paths.experiment_dir(DEBUG_EXPERIMENT)}/"
+        ) from None
+    return handle
+
+
 def clear_debug_outputs() -> None:
-    """Delete every output of earlier debug runs, so the next one starts from nothing."""
+    """Delete every output of earlier debug runs, so the next one starts from nothing.
+
+    Call it only while holding `claim_debug_outputs`, so no running debug run loses files.
+    """
     for folder in (
         paths.experiment_dir(DEBUG_EXPERIMENT),
         paths.report_dir(DEBUG_EXPERIMENT),
@@ -388,38 +542,191 @@ def clear_debug_outputs() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_semantics(config: Mapping[str, Any]) -> None:
-    """Checks a schema cannot express: files that must exist, names that must agree."""
-    raw_dir = config["data"]["raw_dir"]
-    if raw_dir is not None:
-        folder = Path(raw_dir)
-        if not folder.is_dir():
-            raise ConfigError(
-                f"config key data.raw_dir: folder {raw_dir} does not exist; "
-                "point it at the folder holding the four IDX files"
-            )
-        missing = [
-            name
-            for name in catalog.IDX_FILES.values()
-            if catalog.find_idx_file(folder, name) is None
-        ]
-        if missing:
-            raise ConfigError(
-                f"config key data.raw_dir: {raw_dir} lacks {', '.join(missing)} (.gz or plain); "
-                "copy the four IDX files there"
-            )
+def check_semantics(resolution: Resolution) -> None:
+    """Checks a schema cannot express: files that must exist, names that must agree, and
+    sizes that must fit the data set."""
+    config = resolution.config
+    _check_raw_dir(config["data"]["raw_dir"], resolution.source("data", "raw_dir"))
+    _check_split(resolution)
     criterion = config["analysis"]["criterion"]
     if criterion:
         archs = config["grid"]["arch"]
         for role in ("better", "worse"):
             if criterion[role] not in archs:
                 raise ConfigError(
-                    f"config key analysis.criterion.{role}: {criterion[role]!r} is not in "
-                    f"grid.arch ({', '.join(archs)}); add it there or set analysis.criterion "
-                    "to null"
+                    f"config key analysis.criterion.{role} "
+                    f"(set by {resolution.source('analysis', 'criterion', role)}): "
+                    f"{criterion[role]!r} is not in grid.arch ({', '.join(archs)}); add it there "
+                    "or set analysis.criterion to null"
                 )
         if criterion["better"] == criterion["worse"]:
-            raise ConfigError("config key analysis.criterion: better and worse must differ")
+            source = resolution.source("analysis", "criterion")
+            raise ConfigError(
+                f"config key analysis.criterion (set by {source}): better and worse must differ"
+            )
+
+
+def _check_raw_dir(raw_dir: str | None, source: str) -> None:
+    if raw_dir is None:
+        return
+    key = f"config key data.raw_dir (set by {source})"
+    folder = Path(raw_dir)
+    if folder.is_file():
+        raise ConfigError(
+            f"{key}: {raw_dir} is a file, not a folder; point it at the folder holding the "
+            f"four IDX files (this one lies in {folder.parent})"
+        )
+    if not folder.is_dir():
+        hint = " ('~' is not expanded: write the full path)" if raw_dir.startswith("~") else ""
+        raise ConfigError(
+            f"{key}: folder {raw_dir} does not exist{hint}; "
+            "point it at the folder holding the four IDX files"
+        )
+    missing = [
+        name for name in catalog.IDX_FILES.values() if catalog.find_idx_file(folder, name) is None
+    ]
+    if missing:
+        raise ConfigError(
+            f"{key}: {raw_dir} lacks {', '.join(missing)} (.gz or plain); "
+            "copy the four IDX files there"
+        )
+
+
+def validation_count(train_count: int, val_fraction: float) -> int:
+    """How many of `train_count` training images the validation split holds out (at least 1)."""
+    return max(1, round(train_count * val_fraction))
+
+
+def idx_count(path: str | Path) -> int | None:
+    """The item count in an IDX file's header (gzipped or plain), reading 8 bytes.
+
+    None where the header cannot be read: the data step refuses such a file by name.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            header = handle.read(8)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if len(header) < 8 or header[:2] != b"\0\0":
+        return None
+    return int.from_bytes(header[4:8], "big")
+
+
+def _training_images(config: Mapping[str, Any]) -> tuple[int, str] | None:
+    """How many images the training set has, and where that number comes from."""
+    dataset = config["data"]["dataset"]
+    raw_dir = config["data"]["raw_dir"]
+    if raw_dir is None:
+        return catalog.DATASETS[dataset].train_count, f"the {dataset} training set"
+    path = catalog.find_idx_file(Path(raw_dir), catalog.IDX_FILES["train_images"])
+    count = idx_count(path)
+    return None if count is None else (count, _shown(str(path)))
+
+
+def _check_split(resolution: Resolution) -> None:
+    """The validation split holds an image per class or more, and leaves every batch size
+    at most the training images left."""
+    config = resolution.config
+    known = _training_images(config)
+    if known is None:
+        return
+    count, origin = known
+    fraction = config["data"]["val_fraction"]
+    key = f"config key data.val_fraction (set by {resolution.source('data', 'val_fraction')})"
+    n_val = validation_count(count, fraction)
+    n_train = count - n_val
+    classes = catalog.DATASETS[config["data"]["dataset"]].num_classes
+    if n_train < 1:
+        raise ConfigError(
+            f"{key}: {fraction} leaves no training images ({origin} has {count}); lower it"
+        )
+    if n_val < classes:
+        raise ConfigError(
+            f"{key}: {fraction} holds out {n_val} of {count} images ({origin}) for validation, "
+            f"fewer than one per class ({classes}); raise it to at least "
+            f"{_round_up(classes / count)}"
+        )
+    for where, key_path, size in _batch_sizes(config):
+        if size > n_train:
+            raise ConfigError(
+                f"config key {where} (set by {resolution.source(*key_path)}): {size} is larger "
+                f"than the training split ({n_train} images: {count} in {origin} less {n_val} "
+                f"for validation); use at most {n_train}"
+            )
+
+
+def _round_up(value: float) -> float:
+    """`value` rounded up to two significant digits, so a bound quoted to the user holds."""
+    scale = 10 ** (1 - math.floor(math.log10(value)))
+    return math.ceil(value * scale) / scale
+
+
+def _batch_sizes(config: Mapping[str, Any]) -> list[tuple[str, tuple[str, str], int]]:
+    """The training batch sizes the runs use, each with the key that sets it."""
+    if "batch_size" in config["grid"]:
+        sizes = config["grid"]["batch_size"]
+        return [(f"grid.batch_size[{i}]", ("grid", "batch_size"), n) for i, n in enumerate(sizes)]
+    return [("train.batch_size", ("train", "batch_size"), config["train"]["batch_size"])]
+
+
+def check_local_gpus(gpus: int, asked: str, fix: str) -> None:
+    """Refuse a run on this machine that asks `gpus` GPUs of each job where torch sees fewer.
+
+    `asked` names what asked for them, `fix` the setting that trains on the CPU instead.
+    Imports torch only when `gpus` is above 0: planning a CPU run stays light.
+    """
+    if gpus <= 0:
+        return
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible < gpus:
+        seen = "no GPU" if visible == 0 else f"only {visible} GPU(s)"
+        raise ConfigError(
+            f"{asked} asks {gpus} GPU(s) of each training job, but torch sees {seen} on this "
+            f"machine; train on the CPU with {fix}, or run where the GPUs are "
+            "(--profile profiles/slurm on a cluster)"
+        )
+
+
+def unknown_run(run: str, resolution: Resolution, schema: Mapping[str, Any]) -> str:
+    """Why `run` is no run of the grid, and how to add it: a one-line message for the user."""
+    grid = resolution.config["grid"]
+    defaults = train_defaults(schema)
+    asked = paths.parse_run_id(run)
+    reasons = []
+    for key, text in asked.items():
+        values = [paths.format_value(value) for value in grid.get(key, [])]
+        if key not in defaults:
+            reasons.append(f"{key} is no key of train")
+        elif key not in grid:
+            reasons.append(f"{key} is no grid axis")
+        elif text not in values:
+            reasons.append(
+                f"grid.{key} (set by {resolution.source('grid', key)}) lists {_listed(values)}, "
+                f"not {text}"
+            )
+    for key, values in grid.items():
+        default = paths.format_value(defaults.get(key))
+        if key not in asked and default not in map(paths.format_value, values):
+            reasons.append(f"every run of the grid names {key} (the grid has no {key}={default})")
+    order = ["arch", "lr", *sorted(set(grid) - set(paths.CORE_AXES)), "seed"]
+    axes = "; ".join(
+        f"{key} {_listed([paths.format_value(value) for value in grid[key]])}" for key in order
+    )
+    why = "; ".join(reasons) or "its folder name is not the one the grid gives it"
+    return (
+        f"no run {run} in the grid of experiment {resolution.config['experiment']!r} ({why}); "
+        f"its runs combine {axes}; to train it, list the value under grid in the config "
+        "(config/README.md, Grid axes)"
+    )
+
+
+def _listed(values: list[str], most: int = 6) -> str:
+    shown = values if len(values) <= most else [*values[: most - 1], "...", values[-1]]
+    return ", ".join(shown)
 
 
 def train_defaults(schema: Mapping[str, Any]) -> dict[str, Any]:

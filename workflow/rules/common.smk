@@ -24,7 +24,7 @@ SCHEMA = configuration.load_schema(
     Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
 )
 try:
-    RESOLVED = configuration.resolve(
+    RESOLUTION = configuration.resolve_with_sources(
         SCHEMA,
         CONFIG_DIR / "config.yaml",
         CONFIG_DIR / "experiments",
@@ -34,7 +34,7 @@ try:
 except configuration.ConfigError as error:
     sys.exit(f"reprogrid: {error}")
 config.clear()
-config.update(RESOLVED)
+config.update(RESOLUTION.config)
 
 EXPERIMENT = config["experiment"]
 DATASET = config["data"]["dataset"]
@@ -66,19 +66,68 @@ wildcard_constraints:
     run=paths.RUN_ID_REGEX,
 
 
+# The claim on the debug folders, held open until this process ends (see debug_scratch).
+DEBUG_CLAIM = []
+
+
 def debug_scratch(wildcards):
     """Input function of `all` that adds nothing: in a debug run about to execute, it first
     deletes the outputs of earlier debug runs, so every debug run starts from nothing.
 
     It runs while Snakemake builds the DAG, the first moment it knows whether jobs will
-    really run: never in a dry run, --touch, --report, --lint, or a cluster job.
+    really run: never in a dry run, --touch, --report, --lint, or a cluster job. Snakemake
+    takes its own lock only after building the DAG, and deleting later would leave that DAG
+    wrong, so the run first claims the debug folders itself and holds the claim until it
+    ends: a second debug run started meanwhile is refused and deletes nothing.
     """
     executing = workflow.executor_plugin is not None and not (
         workflow.dryrun or workflow.touch
     )
-    if config["debug"] and executing and workflow.is_main_process:
+    if config["debug"] and executing and workflow.is_main_process and not DEBUG_CLAIM:
+        lock = Path(workflow.persistence.path) / "reprogrid-debug.lock"
+        try:
+            DEBUG_CLAIM.append(configuration.claim_debug_outputs(lock))
+        except configuration.ConfigError as error:
+            sys.exit(f"reprogrid: {error}")
         configuration.clear_debug_outputs()
     return []
+
+
+# Rules whose jobs train, on the GPU when the config asks for one.
+GPU_RULES = ("train", "audit_retrain")
+
+
+def check_gpus_here():
+    """Before the first job of a run on this machine, refuse GPUs torch cannot see.
+
+    Only now does Snakemake know where jobs run (a dry run cannot tell); cluster jobs and
+    --touch never get here, and torch is imported only when a training job asks for a GPU.
+    """
+    if not workflow.local_exec or workflow.touch:
+        return
+    job = next(
+        (job for job in workflow.dag.needrun_jobs() if job.rule.name in GPU_RULES), None
+    )
+    if job is None:
+        return
+    gpus = job.resources.get("gpu", 0)
+    overrides = workflow.resource_settings.overwrite_resources or {}
+    if "gpu" in overrides.get(job.rule.name, {}):
+        asked = f"--set-resources {job.rule.name}:gpu={gpus}"
+        fix = f"--set-resources {job.rule.name}:gpu=0"
+    else:
+        asked = (
+            f"config key resources.gpu (set by {RESOLUTION.source('resources', 'gpu')})"
+        )
+        fix = "--config resources='{gpu: 0}'"
+    try:
+        configuration.check_local_gpus(gpus, asked, fix)
+    except configuration.ConfigError as error:
+        sys.exit(f"reprogrid: {error}")
+
+
+onstart:
+    check_gpus_here()
 
 
 def run_outputs(name):
@@ -87,12 +136,16 @@ def run_outputs(name):
 
 
 def run_params(wildcards):
+    """The run the wildcards name; a run outside the grid stops Snakemake in one line."""
+    if wildcards.run not in RUNS:
+        why = configuration.unknown_run(wildcards.run, RESOLUTION, SCHEMA)
+        sys.exit(f"reprogrid: {why}")
     return RUNS[wildcards.run]
 
 
 def train_priority(wildcards):
     """Longest runs first: a grid should not end with one long run on one core, the rest idle."""
-    run = RUNS[wildcards.run]
+    run = run_params(wildcards)
     return run["epochs"] * catalog.TRAINING_COST.get(run["arch"], 1)
 
 
