@@ -121,8 +121,12 @@ def data_log(dataset: str, key: str) -> str:
 
 
 def raw_digests() -> str:
-    """The digests of raw files already read while planning, by path and file status."""
-    return f"{RESOURCES}/data/raw-digests.json"
+    """The digests of raw files already read while planning, by path and file status.
+
+    A planning cache, kept beside Snakemake's own metadata: a refused or dry run leaves
+    `results/`, `resources/` and `reports/` as they were.
+    """
+    return ".snakemake/reprogrid/raw-digests.json"
 
 
 def report_dir(experiment: str) -> str:
