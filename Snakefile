@@ -12,6 +12,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/audit.smk"
+include: "workflow/rules/track.smk"
 
 
 rule all:
@@ -20,3 +21,4 @@ rule all:
         debug_scratch,
         summary_targets(),
         report_targets(),
+        TRACKING_TARGETS,

@@ -398,6 +398,45 @@ def execute(the_plan: Plan, workdir: Path) -> bool:
     return identical and same_metrics
 
 
+def sync_command(results: str, project: str | None, entity: str | None) -> list[str]:
+    """The `wandb sync` command that uploads an experiment's offline W&B runs.
+
+    `results` is the experiment's results folder; every offline run under its
+    tracking/wandb/ goes, each resuming its own W&B run id.
+    """
+    from reprogrid.tracking import INSTALL_HINT, installed
+
+    folder = Path(results) / "tracking" / "wandb"
+    runs = sorted(folder.glob("offline-run-*"))
+    if not runs:
+        raise ReproduceError(
+            f"no offline W&B runs under {folder}; export with tracking.wandb.enabled: true "
+            "and tracking.wandb.mode: offline first"
+        )
+    if not installed("wandb"):
+        raise ReproduceError(f"the wandb package is not installed; {INSTALL_HINT}")
+    command = [sys.executable, "-m", "wandb", "sync"]
+    command += ["--project", project] if project else []
+    command += ["--entity", entity] if entity else []
+    return command + [str(run) for run in runs]
+
+
+def sync(args: argparse.Namespace) -> int:
+    """`reprogrid sync`: upload offline W&B runs, credentials from the environment or .env."""
+    from reprogrid.tracking import load_dotenv
+
+    try:
+        command = sync_command(args.results, args.project, args.entity)
+    except ReproduceError as err:
+        print(f"reprogrid: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(shlex.join(command))
+        return 0
+    load_dotenv()
+    return subprocess.run(command).returncode
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reprogrid", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -420,12 +459,23 @@ def _parser() -> argparse.ArgumentParser:
         "--raw-dir",
         help="folder with the four IDX files (default: the one the run recorded, else download)",
     )
+    upload = commands.add_parser(
+        "sync", help="upload an experiment's offline W&B runs (from a machine with internet)"
+    )
+    upload.add_argument("results", help="the experiment's results folder: results/<experiment>")
+    upload.add_argument("--project", help="W&B project (default: the one each run recorded)")
+    upload.add_argument("--entity", help="W&B entity (default: the one each run recorded)")
+    upload.add_argument(
+        "--dry-run", action="store_true", help="print the wandb sync command, run nothing"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `reprogrid`; returns the exit status (0 identical/printed, 1 differs)."""
     args = _parser().parse_args(argv)
+    if args.command == "sync":
+        return sync(args)
     raw_dir = str(Path(args.raw_dir).resolve()) if args.raw_dir else None
     try:
         the_plan = plan(args.run_dir, args.source, raw_dir)

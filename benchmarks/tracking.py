@@ -1,0 +1,174 @@
+"""Time the MLflow export of a 100-run x 10-epoch grid to a local MLflow tracking server.
+
+    .venv/bin/python benchmarks/tracking.py [--runs 100] [--epochs 10] [--json out.json]
+
+The run folders are synthesised (history.csv, metrics.json, provenance.json as a training
+job writes them, seeded random numbers) instead of trained; the export reads them exactly as
+the `track` job does. A real `mlflow server` (SQLite store, proxied artifacts) is started on a
+free loopback port for the measurement and stopped after. Measured: the first export (every
+MLflow run created), an export again (every run unchanged) and one after every history
+changed (every run replaced), each in wall seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from reprogrid import (  # noqa: E402
+    atomic,
+    paths,
+    tracking,
+    training,
+)
+from reprogrid import config as configuration  # noqa: E402
+from reprogrid.tracking import mlflow_export  # noqa: E402
+
+EXPERIMENT = "bench"
+
+
+def synthesise(root: Path, runs: int, epochs: int, seed: int) -> list[Path]:
+    """`runs` finished run folders under `root`, as the train job leaves them."""
+    schema = configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
+    defaults = configuration.train_defaults(schema)
+    rng = random.Random(seed)
+    folders = []
+    for index in range(runs):
+        train = {**defaults, "arch": ("mlp", "cnn")[index % 2], "lr": 0.001, "seed": index // 2}
+        train["epochs"] = epochs
+        run = paths.run_id({key: train[key] for key in ("arch", "lr", "seed")}, defaults)
+        folder = root / paths.run_dir(EXPERIMENT, run)
+        history = [
+            {
+                "epoch": epoch,
+                **{column: rng.random() for column in training.HISTORY_COLUMNS[1:]},
+            }
+            for epoch in range(1, epochs + 1)
+        ]
+        atomic.write_text(folder / "history.csv", training.history_csv(history))
+        best = history[-1]
+        atomic.write_json(
+            folder / "metrics.json",
+            {
+                "status": "ok",
+                **{key: best[key] for key in training.METRIC_KEYS},
+                "best_epoch": epochs,
+                "epochs_run": epochs,
+                "train_seconds": sum(row["epoch_seconds"] for row in history),
+            },
+        )
+        atomic.write_json(
+            folder / "provenance.json",
+            {
+                "run": run,
+                "experiment": EXPERIMENT,
+                "config": {
+                    "experiment": EXPERIMENT,
+                    "data": {"dataset": "mnist", "raw_dir": None, "val_fraction": 0.1},
+                    "train": train,
+                    "resources": {"threads": 1, "gpu": 0},
+                },
+                "commit": "0" * 40,
+                "dirty": False,
+                "git": {"remote": None, "patch": None},
+                "hostname": "bench",
+                "data_sha256": {"prepared": "f" * 64},
+                "finished": "2026-11-26T09:00:00+00:00",
+            },
+        )
+        folders.append(folder)
+    return folders
+
+
+def start_server(store: Path) -> tuple[subprocess.Popen, str]:
+    """A real MLflow server on a free loopback port, answering /health."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    sys.exit("the MLflow server did not start")
+
+
+def timed_export(folders: list[Path], url: str) -> dict[str, Any]:
+    """Read and export every run as the track job does; wall seconds and the outcome."""
+    tick = time.perf_counter()
+    runs = [tracking.load_run(folder) for folder in folders]
+    record = mlflow_export.export_runs(
+        runs,
+        experiment=EXPERIMENT,
+        settings={"enabled": True, "tracking_uri": url},
+        axes=["seed", "arch", "lr"],
+        with_model=False,
+    )
+    return {"seconds": time.perf_counter() - tick, "runs": len(record["runs"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"runs": args.runs, "epochs": args.epochs}
+    with tempfile.TemporaryDirectory(prefix="reprogrid-track-bench-") as scratch:
+        scratch = Path(scratch)
+        (scratch / "store").mkdir()
+        server, url = start_server(scratch / "store")
+        try:
+            folders = synthesise(scratch / "work", args.runs, args.epochs, seed=0)
+            results["first"] = timed_export(folders, url)
+            results["again"] = timed_export(folders, url)
+            folders = synthesise(scratch / "work", args.runs, args.epochs, seed=1)
+            results["recomputed"] = timed_export(folders, url)
+        finally:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=30)
+    results["load_average"] = os.getloadavg()
+    print(f"MLflow export of {args.runs} runs x {args.epochs} epochs to a local server:")
+    for name in ("first", "again", "recomputed"):
+        print(f"  {name:>10}: {results[name]['seconds']:.1f} s")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""Finished runs, as the experiment trackers (W&B, MLflow) receive them.
+
+A tracker never touches a training job: export is its own job that reads what a run wrote
+(metrics.json, history.csv, provenance.json, uncommitted.patch, and model.pt when asked).
+`run_facts` is the one reader of a run's provenance; `load_run` adds its history and final
+metrics. Credentials live only in the environment or a git-ignored `.env`, where the tracker
+libraries read them; nothing here copies them anywhere.
+
+This module imports neither tracker: planning checks them with `check` without loading them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from reprogrid import paths
+
+TRACKERS = ("mlflow", "wandb")
+INSTALL_HINT = "pip install -e '.[tracking]'"
+DOTENV = ".env"
+
+# Tags that find a grid run's tracker run again: the experiment and the run id, together.
+KEY_TAG = "reprogrid.key"
+
+
+def tracking_dir(experiment: str) -> str:
+    """Where an experiment's exports live: their records, W&B's files, a local MLflow store."""
+    return f"{paths.experiment_dir(experiment)}/tracking"
+
+
+def record_path(experiment: str, tracker: str) -> str:
+    """The export job's record: which tracker run stands for each grid run."""
+    return f"{tracking_dir(experiment)}/{tracker}.json"
+
+
+class TrackingError(RuntimeError):
+    """A tracker setting or state that stops an export; the message is meant for the user as is."""
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run's provenance says about it, in the terms a tracker needs."""
+
+    run: str
+    experiment: str
+    config: dict[str, Any]
+    commit: str | None
+    dirty: bool | None
+    remote: str | None
+    data_sha256: dict[str, str]
+    host: str | None
+    patch: Path | None
+    finished: str | None
+
+    @property
+    def train(self) -> dict[str, Any]:
+        """The run's full resolved training configuration."""
+        return self.config["train"]
+
+    @property
+    def key(self) -> str:
+        """The run's name across experiments: `<experiment>:<run id>`."""
+        return f"{self.experiment}:{self.run}"
+
+    @property
+    def setting(self) -> str:
+        """The run id without its seed: the runs that differ only by seed share it."""
+        return self.run.rsplit("/seed=", 1)[0]
+
+    def axes(self, grid_axes: Sequence[str]) -> dict[str, Any]:
+        """The value of every grid axis, and of every axis the run id names."""
+        names = [
+            *grid_axes,
+            *(name for name in paths.parse_run_id(self.run) if name not in grid_axes),
+        ]
+        return {name: self.train[name] for name in names}
+
+
+def run_facts(run_dir: str | Path) -> RunFacts:
+    """Read a finished run's provenance.json into the facts a tracker carries."""
+    folder = Path(run_dir)
+    record = _read_json(folder / "provenance.json")
+    git = record.get("git") or {}
+    patch_name = git.get("patch")
+    return RunFacts(
+        run=record["run"],
+        experiment=record["experiment"],
+        config=record["config"],
+        commit=record.get("commit"),
+        dirty=record.get("dirty"),
+        remote=git.get("remote"),
+        data_sha256=dict(record.get("data_sha256") or {}),
+        host=record.get("hostname"),
+        patch=folder / patch_name if patch_name else None,
+        finished=record.get("finished"),
+    )
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """One finished run: its facts, its per-epoch history and its final metrics."""
+
+    folder: Path
+    facts: RunFacts
+    columns: tuple[str, ...]
+    history: list[dict[str, float]]
+    metrics: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.metrics.get("status"))
+
+    def final_metrics(self) -> dict[str, float]:
+        """The numeric values of metrics.json (the chosen epoch's metrics, timings, counts)."""
+        return {
+            name: float(value)
+            for name, value in self.metrics.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+
+    def files(self, with_model: bool) -> list[Path]:
+        """The run's files a tracker stores beside it; the weights only `with_model`."""
+        names = ["metrics.json", "history.csv", "provenance.json"]
+        found = [self.folder / name for name in names]
+        if self.facts.patch is not None and self.facts.patch.is_file():
+            found.append(self.facts.patch)
+        if with_model:
+            found.append(self.folder / "model.pt")
+        return found
+
+
+def load_run(run_dir: str | Path) -> TrackedRun:
+    """A finished run folder, read whole; refused when a file is missing or broken."""
+    folder = Path(run_dir)
+    facts = run_facts(folder)
+    columns, history = read_history(folder / "history.csv")
+    return TrackedRun(
+        folder=folder,
+        facts=facts,
+        columns=columns,
+        history=history,
+        metrics=_read_json(folder / "metrics.json"),
+    )
+
+
+def read_history(path: str | Path) -> tuple[tuple[str, ...], list[dict[str, float]]]:
+    """history.csv's columns and rows, every value a float (exact: the file holds repr)."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = [{key: float(value) for key, value in row.items()} for row in reader]
+            columns = tuple(reader.fieldnames or ())
+    except (OSError, ValueError) as err:
+        raise TrackingError(f"cannot read {path}: {err}; retrain the run") from None
+    return columns, rows
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise TrackingError(f"cannot read {path}: {err}; retrain the run") from None
+
+
+def param_value(value: Any) -> str:
+    """A config value as a tracker param: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested configuration as `a.b.c -> value`."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def wandb_run_id(experiment: str, run: str) -> str:
+    """The W&B run id of a grid run: the same every export, so re-export resumes that run."""
+    return "rg-" + hashlib.sha256(f"{experiment}\0{run}".encode()).hexdigest()[:24]
+
+
+def read_dotenv(path: str | Path) -> dict[str, str]:
+    """The `NAME=value` lines of a `.env` file (`export`, quotes and `#` comments allowed);
+    a name left empty (as in `.env.example`) is not set."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    found = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, value = line.removeprefix("export ").split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        if value:
+            found[name.strip()] = value
+    return found
+
+
+def load_dotenv(path: str | Path = DOTENV) -> None:
+    """Put a `.env` file's variables into this process's environment; set ones win."""
+    for name, value in read_dotenv(path).items():
+        os.environ.setdefault(name, value)
+
+
+def installed(tracker: str) -> bool:
+    """Whether this interpreter can import the tracker's package (without importing it)."""
+    return importlib.util.find_spec(tracker) is not None
+
+
+def enabled(tracking: Mapping[str, Any]) -> list[str]:
+    """The trackers the `tracking` config turns on."""
+    return [name for name in TRACKERS if tracking[name]["enabled"]]
+
+
+def check(
+    tracking: Mapping[str, Any], env: Mapping[str, str], *, packages: bool = True
+) -> list[str]:
+    """The enabled trackers, after the checks a schema cannot make; `env` is the environment
+    with `.env` under it, `packages` whether this interpreter is the one that will export
+    (not so when a conda env or container runs the job). Raises TrackingError naming the key
+    and what to do."""
+    trackers = enabled(tracking)
+    for name in trackers:
+        if packages and not installed(name):
+            raise TrackingError(
+                f"config key tracking.{name}.enabled: the {name} package is not installed; "
+                f"install the tracking extra ({INSTALL_HINT}) or set it to false"
+            )
+    wandb = tracking["wandb"]
+    if (
+        "wandb" in trackers
+        and wandb["mode"] == "online"
+        and not (wandb["project"] or env.get("WANDB_PROJECT"))
+    ):
+        raise TrackingError(
+            "config key tracking.wandb.project: online mode needs a project; set it, or "
+            "WANDB_PROJECT in the environment or .env"
+        )
+    uri = tracking["mlflow"]["tracking_uri"]
+    if "mlflow" in trackers and uri and (urlsplit(uri).username or urlsplit(uri).password):
+        raise TrackingError(
+            "config key tracking.mlflow.tracking_uri: the URI holds credentials; remove them "
+            "and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+            "MLFLOW_TRACKING_TOKEN) in the environment or .env"
+        )
+    return trackers
