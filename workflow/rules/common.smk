@@ -1,4 +1,5 @@
 # Configuration, the grid and every path of this experiment; rules below only declare.
+import json
 import sys
 from pathlib import Path
 
@@ -86,8 +87,21 @@ def run_outputs(name):
     return [paths.run_file(EXPERIMENT, run, name) for run in RUNS]
 
 
+class JsonParam(dict):
+    """A mapping param that a shell command writes as JSON, which its job parses.
+
+    Snakemake's params trigger compares a param's repr, a dict's as before, so runs planned
+    when the command carried Python literals are not planned again; the command formats it
+    with str(), so the printed plan reads like the config.
+    """
+
+    def __str__(self):
+        return json.dumps(self)
+
+
 def run_params(wildcards):
-    return RUNS[wildcards.run]
+    """The run's training parameters, as the train command passes them (JSON)."""
+    return JsonParam(RUNS[wildcards.run])
 
 
 def train_priority(wildcards):
