@@ -68,7 +68,7 @@ def test_speedcnn_learns_in_bfloat16_and_channels_last(prepared, tmp_path):
     assert training.numerics(model, torch.device("cpu"))[0] == torch.channels_last
     result = train(prepared, tmp_path)
     losses = [row["train_loss"] for row in result.history]
-    assert result.status == "ok"
+    assert result.metrics["status"] == "ok"
     assert losses[-1] < losses[0]
     assert result.metrics["test_acc"] > 0.5
     assert all(

@@ -28,7 +28,7 @@ def test_loss_falls_and_accuracy_beats_chance(prepared, tmp_path, arch):
     result = train(prepared, tmp_path, arch=arch)
     losses = [row["train_loss"] for row in result.history]
     assert losses[-1] < losses[0] * 0.5
-    assert result.status == "ok"
+    assert result.metrics["status"] == "ok"
     assert result.metrics["test_acc"] > 0.5
     assert result.metrics["best_epoch"] in (1, 2, 3)
     chosen = result.history[result.metrics["best_epoch"] - 1]
@@ -72,7 +72,6 @@ def test_checkpoint_of_other_parameters_is_not_resumed(prepared, tmp_path):
 
 def test_divergence_is_recorded_not_raised(prepared, tmp_path):
     result = train(prepared, tmp_path, optimizer="sgd", lr=1e6, epochs=2)
-    assert result.status == "diverged"
     assert result.metrics["status"] == "diverged"
     assert result.metrics["test_acc"] is None
 
@@ -187,7 +186,7 @@ def test_a_checkpoint_that_would_run_code_never_does_and_the_run_starts_fresh(
     with caplog.at_level("INFO", logger="reprogrid"):
         result = resume(prepared, folder, {**BASE, "epochs": 1, "max_batches": 3})
     assert not marker.exists()
-    assert result.status == "ok"
+    assert result.metrics["status"] == "ok"
     assert result.resumed_from is None
     assert len(list(folder.glob("checkpoint.pt.damaged-*"))) == 1
     assert "moved aside" in caplog.text
@@ -211,7 +210,7 @@ def test_a_damaged_checkpoint_is_moved_aside_and_the_run_starts_fresh(
     with caplog.at_level("INFO", logger="reprogrid"):
         result = resume(prepared, tmp_path, params)
     assert result.resumed_from is None
-    assert result.status == "ok"
+    assert result.metrics["status"] == "ok"
     aside = list(tmp_path.glob("checkpoint.pt.damaged-*"))
     assert len(aside) == 1
     assert f"moved aside to {aside[0].name}" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import shutil
 import subprocess
 
@@ -101,6 +102,26 @@ def test_second_run_has_nothing_to_do(finished):
     folder, config = finished
     result = snakemake(folder, "-n", "--cores", "2", "--configfile", str(config))
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_the_plan_prints_each_runs_parameters_as_json(project, raw_dir):
+    config = write_config(project, tiny_grid(raw_dir))
+    result = snakemake(project, "-n", "-p", "--configfile", str(config))
+    printed = result.stdout + result.stderr
+    commands = [
+        shlex.split(line.split("Shell command: ", 1)[1])
+        for line in printed.splitlines()
+        if "Shell command: " in line and "reprogrid.jobs.train" in line
+    ]
+    assert len(commands) == 8
+    for argv in commands:
+        params = json.loads(argv[argv.index("--params") + 1])
+        run = f"arch={params['arch']}/lr={params['lr']}/seed={params['seed']}"
+        assert argv[argv.index("--run") + 1] == run
+        assert params["epochs"] == 1 and params["deterministic"] is True
+        split = json.loads(argv[argv.index("--split") + 1])
+        assert split == {"val_fraction": 0.1, "split_seed": 0}
+    assert """'"'"'""" not in printed
 
 
 def test_another_seed_trains_only_the_new_runs(finished, raw_dir):

@@ -54,13 +54,14 @@ class Stopped(RuntimeError):
 
 @dataclass
 class RunResult:
-    status: str
+    """What a run achieved: `metrics` (its `status` among them), the learning curve, the
+    kept weights, the epoch it resumed at (None when it started fresh), its size."""
+
     metrics: dict[str, Any]
     history: list[dict[str, Any]]
     weights: dict[str, torch.Tensor]
     resumed_from: int | None = None
     parameters: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def config_hash(params: Mapping[str, Any]) -> str:
@@ -181,10 +182,349 @@ class _SignalFlag:
             signal.signal(sig, handler)
 
 
-def _better(score: float, best: float | None, metric: str) -> bool:
-    if best is None:
-        return True
-    return score < best if metric == "val_loss" else score > best
+@dataclass
+class Splits:
+    """The training, validation and test splits, normalised, on the training device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+@dataclass
+class Setup:
+    """What a run trains on and how, fixed once built: a checkpoint never holds it."""
+
+    device: torch.device
+    splits: Splits
+    steps: int
+    per_batch: bool
+    autocast: Callable[[], Any]
+
+
+@dataclass
+class EpochTally:
+    """The running sums of the epoch in progress; a mid-epoch checkpoint keeps them as `accum`."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    seconds: float
+    lr: float
+
+    @classmethod
+    def resume(cls, accum: Mapping[str, Any] | None, lr: float, device: torch.device) -> EpochTally:
+        """The tally a mid-epoch checkpoint's `accum` describes, or a fresh one at rate `lr`.
+
+        A per-batch schedule has moved on by a mid-epoch resume: the rate the epoch
+        reports is the one it started with, kept in `accum`.
+        """
+        if accum is None:
+            accum = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "lr": lr}
+        return cls(
+            loss=torch.tensor(accum["loss"], dtype=torch.float64, device=device),
+            correct=torch.tensor(accum["correct"], dtype=torch.int64, device=device),
+            seen=accum["seen"],
+            seconds=accum["seconds"],
+            lr=accum["lr"],
+        )
+
+    def accum(self) -> dict[str, Any]:
+        """The tally as plain values, as a checkpoint stores it."""
+        return {
+            "loss": self.loss.item(),
+            "correct": self.correct.item(),
+            "seen": self.seen,
+            "seconds": self.seconds,
+            "lr": self.lr,
+        }
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint saves and restores: where training stands and how it got there.
+
+    `epoch` and `batch` name the next batch to train; `accum` holds the sums of an epoch
+    stopped part-way (None between epochs). `resumed_from` is not saved: it says which
+    epoch this process resumed at, if it resumed.
+    """
+
+    key: dict[str, Any]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(
+        default_factory=lambda: {"epoch": None, "score": None, "weights": None}
+    )
+    epoch: int = 0
+    batch: int = 0
+    train_seconds: float = 0.0
+    accum: dict[str, Any] | None = None
+    resumed_from: int | None = None
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint of this state, the generators' states included."""
+        return {
+            "key": self.key,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": checkpoint.rng_states(),
+            "history": self.history,
+            "best": self.best,
+            "train_seconds": self.train_seconds,
+            "accum": self.accum,
+        }
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Continue from `saved`, a checkpoint of the same run: generators included."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        checkpoint.restore_rng_states(saved["rng"])
+        self.history, self.best = saved["history"], saved["best"]
+        self.epoch, self.batch = saved["epoch"], saved["batch"]
+        self.train_seconds, self.accum = saved["train_seconds"], saved["accum"]
+        self.resumed_from = self.epoch + 1
+
+    def keep_if_best(self, row: Mapping[str, Any], metric: str) -> None:
+        """Keep a copy of the weights when this epoch's `metric` is the best so far."""
+        score, best = row[metric], self.best["score"]
+        if best is None or (score < best if metric == "val_loss" else score > best):
+            self.best = {
+                "epoch": row["epoch"],
+                "score": score,
+                "weights": {
+                    k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+                },
+            }
+
+
+def splits_on_device(
+    prepared: Mapping[str, Any], val_fraction: float, split_seed: int, device: torch.device
+) -> Splits:
+    """The prepared data's three splits, the validation split carved with `split_seed`."""
+    train_idx, val_idx = data.split_train_val(
+        prepared["train_labels"].shape[0], val_fraction, split_seed
+    )
+    mean, std = prepared["mean"], prepared["std"]
+    images, labels = prepared["train_images"], prepared["train_labels"]
+    return Splits(
+        x_train=to_device_images(images[train_idx], mean, std, device),
+        y_train=labels[train_idx].to(device),
+        x_val=to_device_images(images[val_idx], mean, std, device),
+        y_val=labels[val_idx].to(device),
+        x_test=to_device_images(prepared["test_images"], mean, std, device),
+        y_test=prepared["test_labels"].to(device),
+    )
+
+
+def set_up(
+    prepared: Mapping[str, Any],
+    cfg: Mapping[str, Any],
+    *,
+    val_fraction: float,
+    split_seed: int,
+    threads: int,
+    device: str,
+    key: dict[str, Any],
+) -> tuple[Setup, TrainState]:
+    """Seed the process, put the data on the device, build the model, optimiser and schedule.
+
+    The order is part of the result: the model's initial weights draw from the seeded generators.
+    """
+    torch.set_num_threads(threads)
+    set_determinism(cfg["deterministic"])
+    seed_everything(cfg["seed"])
+    dev = torch.device(device)
+    splits = splits_on_device(prepared, val_fraction, split_seed, dev)
+    model = models.build_model(cfg["arch"], prepared["num_classes"])
+    memory_format, autocast = numerics(model, dev)
+    model = model.to(dev, memory_format=memory_format)
+    optimizer = make_optimizer(model.parameters(), cfg)
+    steps = math.ceil(splits.x_train.shape[0] / cfg["batch_size"])
+    if cfg["max_batches"]:
+        steps = min(steps, cfg["max_batches"])
+    scheduler, per_batch = make_scheduler(optimizer, cfg, steps)
+    setup = Setup(device=dev, splits=splits, steps=steps, per_batch=per_batch, autocast=autocast)
+    return setup, TrainState(key=key, model=model, optimizer=optimizer, scheduler=scheduler)
+
+
+def resume_key(
+    cfg: Mapping[str, Any],
+    *,
+    threads: int,
+    device: str,
+    val_fraction: float,
+    split_seed: int,
+    data_sha256: str | None,
+    code: str | None,
+) -> dict[str, Any]:
+    """What a checkpoint must have been made with to be resumed: parameters, data and code.
+
+    Threads, device and split change the arithmetic too: resume only under the same ones.
+    """
+    return {
+        "config": config_hash(
+            {
+                **cfg,
+                "threads": threads,
+                "device": torch.device(device).type,
+                "val_fraction": val_fraction,
+                "split_seed": split_seed,
+            }
+        ),
+        "data": data_sha256,
+        "code": code,
+    }
+
+
+def restore_or_start(state: TrainState, checkpoint_path: str | Path) -> None:
+    """Restore `state` from the checkpoint at `checkpoint_path` if it has the same key;
+    otherwise leave it at the start, saying which part of the key differs."""
+    saved = checkpoint.load(checkpoint_path)
+    differs = checkpoint.differences(saved["key"], state.key) if saved is not None else []
+    if differs:
+        log.info(
+            "ignoring checkpoint %s, training from the start: made with other %s",
+            checkpoint_path,
+            ", ".join(differs),
+        )
+        saved = None
+    if saved is not None:
+        state.restore(saved)
+        log.info("resuming from epoch %d, batch %d", state.epoch + 1, state.batch)
+
+
+def train_epoch(
+    state: TrainState,
+    setup: Setup,
+    cfg: Mapping[str, Any],
+    epoch: int,
+    flag: _SignalFlag,
+    checkpoint_path: str | Path,
+) -> EpochTally:
+    """Train the rest of `epoch`, from `state.batch` on; its tally.
+
+    On a signal, saves a checkpoint after the current batch and raises Stopped.
+    """
+    model, optimizer, splits = state.model, state.optimizer, setup.splits
+    batch_size = cfg["batch_size"]
+    model.train()
+    order = epoch_order(splits.x_train.shape[0], cfg["seed"], epoch, setup.device)
+    tally = EpochTally.resume(state.accum, optimizer.param_groups[0]["lr"], setup.device)
+    tick = time.perf_counter()
+    for step in range(state.batch, setup.steps):
+        idx = order[step * batch_size : (step + 1) * batch_size]
+        xb, yb = splits.x_train[idx], splits.y_train[idx]
+        with setup.autocast():
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg["label_smoothing"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if setup.per_batch:
+            state.scheduler.step()
+        tally.loss += loss.detach().double() * yb.shape[0]
+        tally.correct += (logits.detach().argmax(1) == yb).sum()
+        tally.seen += yb.shape[0]
+        if flag.raised is not None:
+            # The partial epoch's seconds travel in `accum`; the epoch's end adds them.
+            tally.seconds += time.perf_counter() - tick
+            state.epoch, state.batch, state.accum = epoch, step + 1, tally.accum()
+            checkpoint.save(checkpoint_path, state.checkpoint())
+            log.info(
+                "stopped by signal %d in epoch %d after batch %d; checkpoint saved",
+                flag.raised,
+                epoch + 1,
+                step + 1,
+            )
+            raise Stopped(f"stopped by signal {flag.raised}; rerun to resume")
+    tally.seconds += time.perf_counter() - tick
+    return tally
+
+
+def end_epoch(
+    state: TrainState, setup: Setup, cfg: Mapping[str, Any], epoch: int, tally: EpochTally
+) -> dict[str, Any]:
+    """Step a per-epoch schedule, evaluate, and add the epoch's row to the history."""
+    train_loss = tally.loss.item() / tally.seen
+    if not setup.per_batch:
+        state.scheduler.step()
+    splits, eval_batch = setup.splits, cfg["eval_batch_size"]
+    eval_tick = time.perf_counter()
+    val_loss, val_acc = evaluate(state.model, splits.x_val, splits.y_val, eval_batch)
+    test_loss, test_acc = evaluate(state.model, splits.x_test, splits.y_test, eval_batch)
+    state.train_seconds += tally.seconds + (time.perf_counter() - eval_tick)
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": train_loss,
+        "train_acc": tally.correct.item() / tally.seen,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "lr": tally.lr,
+        "epoch_seconds": tally.seconds,
+    }
+    state.history.append(row)
+    return row
+
+
+def train_epochs(
+    state: TrainState,
+    setup: Setup,
+    cfg: Mapping[str, Any],
+    checkpoint_path: str | Path,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> str:
+    """Train from where `state` stands to the last epoch, a checkpoint after each; the
+    run's status: `ok`, or `diverged` when a loss stops being finite."""
+    with _SignalFlag() as flag:
+        for epoch in range(state.epoch, cfg["epochs"]):
+            tally = train_epoch(state, setup, cfg, epoch, flag, checkpoint_path)
+            row = end_epoch(state, setup, cfg, epoch, tally)
+            if on_epoch is not None:
+                on_epoch(row)
+            if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
+                log.info("epoch %d: loss is not finite; the run diverged", epoch + 1)
+                return "diverged"
+            state.keep_if_best(row, cfg["select_metric"])
+            state.epoch, state.batch, state.accum = epoch + 1, 0, None
+            checkpoint.save(checkpoint_path, state.checkpoint())
+    return "ok"
+
+
+def finish(state: TrainState, status: str) -> RunResult:
+    """The run's result: the best epoch's weights and metrics (the last weights and no
+    metrics when it diverged or trained no epoch)."""
+    best = state.best
+    weights = best["weights"] or {k: v.detach().cpu() for k, v in state.model.state_dict().items()}
+    if status == "ok" and best["epoch"] is not None:
+        chosen = state.history[best["epoch"] - 1]
+        metrics = {key: chosen[key] for key in METRIC_KEYS}
+    else:
+        metrics = dict.fromkeys(METRIC_KEYS)
+    metrics = {
+        "status": status,
+        **metrics,
+        "best_epoch": best["epoch"],
+        "epochs_run": len(state.history),
+        "train_seconds": state.train_seconds,
+    }
+    return RunResult(
+        metrics=metrics,
+        history=state.history,
+        weights=weights,
+        resumed_from=state.resumed_from,
+        parameters=models.count_parameters(state.model),
+    )
 
 
 def train_one_run(
@@ -208,196 +548,14 @@ def train_one_run(
     (`code`, a fingerprint), training resumes from it and ends with the same weights as an
     uninterrupted run; any other checkpoint is ignored, saying which part differs.
     """
-    torch.set_num_threads(threads)
-    set_determinism(cfg["deterministic"])
-    seed_everything(cfg["seed"])
-    dev = torch.device(device)
-
-    train_idx, val_idx = data.split_train_val(
-        prepared["train_labels"].shape[0], val_fraction, split_seed
+    split = {"val_fraction": val_fraction, "split_seed": split_seed}
+    key = resume_key(
+        cfg, threads=threads, device=device, data_sha256=data_sha256, code=code, **split
     )
-    mean, std = prepared["mean"], prepared["std"]
-    images, labels = prepared["train_images"], prepared["train_labels"]
-    x_train = to_device_images(images[train_idx], mean, std, dev)
-    y_train = labels[train_idx].to(dev)
-    x_val = to_device_images(images[val_idx], mean, std, dev)
-    y_val = labels[val_idx].to(dev)
-    x_test = to_device_images(prepared["test_images"], mean, std, dev)
-    y_test = prepared["test_labels"].to(dev)
-
-    model = models.build_model(cfg["arch"], prepared["num_classes"])
-    memory_format, autocast = numerics(model, dev)
-    model = model.to(dev, memory_format=memory_format)
-    optimizer = make_optimizer(model.parameters(), cfg)
-    batch_size = cfg["batch_size"]
-    n_train = x_train.shape[0]
-    steps = math.ceil(n_train / batch_size)
-    if cfg["max_batches"]:
-        steps = min(steps, cfg["max_batches"])
-    scheduler, per_batch = make_scheduler(optimizer, cfg, steps)
-
-    # Threads, device and split change the arithmetic too: resume only under the same ones.
-    resume_key = {
-        "config": config_hash(
-            {
-                **cfg,
-                "threads": threads,
-                "device": dev.type,
-                "val_fraction": val_fraction,
-                "split_seed": split_seed,
-            }
-        ),
-        "data": data_sha256,
-        "code": code,
-    }
-    state = checkpoint.load(checkpoint_path)
-    differs = checkpoint.differences(state["key"], resume_key) if state is not None else []
-    if differs:
-        log.info(
-            "ignoring checkpoint %s, training from the start: made with other %s",
-            checkpoint_path,
-            ", ".join(differs),
-        )
-        state = None
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": None, "score": None, "weights": None}
-    start_epoch, start_batch, train_seconds = 0, 0, 0.0
-    accum = None
-    resumed_from = None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        checkpoint.restore_rng_states(state["rng"])
-        history, best = state["history"], state["best"]
-        start_epoch, start_batch = state["epoch"], state["batch"]
-        train_seconds, accum = state["train_seconds"], state["accum"]
-        resumed_from = start_epoch + 1
-        log.info("resuming from epoch %d, batch %d", start_epoch + 1, start_batch)
-
-    def snapshot(epoch: int, batch: int, accum_now) -> dict[str, Any]:
-        return {
-            "key": resume_key,
-            "epoch": epoch,
-            "batch": batch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": checkpoint.rng_states(),
-            "history": history,
-            "best": best,
-            "train_seconds": train_seconds,
-            "accum": accum_now,
-        }
-
-    status = "ok"
-    with _SignalFlag() as flag:
-        for epoch in range(start_epoch, cfg["epochs"]):
-            model.train()
-            order = epoch_order(n_train, cfg["seed"], epoch, dev)
-            if accum is None:
-                accum = {
-                    "loss": 0.0,
-                    "correct": 0,
-                    "seen": 0,
-                    "seconds": 0.0,
-                    "lr": optimizer.param_groups[0]["lr"],
-                }
-            loss_sum = torch.tensor(accum["loss"], dtype=torch.float64, device=dev)
-            correct = torch.tensor(accum["correct"], dtype=torch.int64, device=dev)
-            seen, seconds = accum["seen"], accum["seconds"]
-            # A per-batch schedule has moved on by a mid-epoch resume: keep the epoch's first rate.
-            lr_at_start = accum["lr"]
-            tick = time.perf_counter()
-            for step in range(start_batch, steps):
-                idx = order[step * batch_size : (step + 1) * batch_size]
-                xb, yb = x_train[idx], y_train[idx]
-                with autocast():
-                    logits = model(xb)
-                    loss = F.cross_entropy(logits, yb, label_smoothing=cfg["label_smoothing"])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if per_batch:
-                    scheduler.step()
-                loss_sum += loss.detach().double() * yb.shape[0]
-                correct += (logits.detach().argmax(1) == yb).sum()
-                seen += yb.shape[0]
-                if flag.raised is not None:
-                    # The partial epoch's seconds travel in `accum`; the epoch's end adds them.
-                    seconds += time.perf_counter() - tick
-                    partial = {
-                        "loss": loss_sum.item(),
-                        "correct": correct.item(),
-                        "seen": seen,
-                        "seconds": seconds,
-                        "lr": lr_at_start,
-                    }
-                    checkpoint.save(checkpoint_path, snapshot(epoch, step + 1, partial))
-                    log.info(
-                        "stopped by signal %d in epoch %d after batch %d; checkpoint saved",
-                        flag.raised,
-                        epoch + 1,
-                        step + 1,
-                    )
-                    raise Stopped(f"stopped by signal {flag.raised}; rerun to resume")
-            seconds += time.perf_counter() - tick
-            train_loss = loss_sum.item() / seen
-            if not per_batch:
-                scheduler.step()
-            eval_tick = time.perf_counter()
-            val_loss, val_acc = evaluate(model, x_val, y_val, cfg["eval_batch_size"])
-            test_loss, test_acc = evaluate(model, x_test, y_test, cfg["eval_batch_size"])
-            train_seconds += seconds + (time.perf_counter() - eval_tick)
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": train_loss,
-                "train_acc": correct.item() / seen,
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
-                "lr": lr_at_start,
-                "epoch_seconds": seconds,
-            }
-            history.append(row)
-            if on_epoch is not None:
-                on_epoch(row)
-            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                status = "diverged"
-                log.info("epoch %d: loss is not finite; the run diverged", epoch + 1)
-                break
-            score = row[cfg["select_metric"]]
-            if _better(score, best["score"], cfg["select_metric"]):
-                best = {
-                    "epoch": epoch + 1,
-                    "score": score,
-                    "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                }
-            accum, start_batch = None, 0
-            checkpoint.save(checkpoint_path, snapshot(epoch + 1, 0, None))
-
-    weights = best["weights"] or {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if status == "ok" and best["epoch"] is not None:
-        chosen = history[best["epoch"] - 1]
-        metrics = {key: chosen[key] for key in METRIC_KEYS}
-    else:
-        metrics = dict.fromkeys(METRIC_KEYS)
-    metrics = {
-        "status": status,
-        **metrics,
-        "best_epoch": best["epoch"],
-        "epochs_run": len(history),
-        "train_seconds": train_seconds,
-    }
-    return RunResult(
-        status=status,
-        metrics=metrics,
-        history=history,
-        weights=weights,
-        resumed_from=resumed_from,
-        parameters=models.count_parameters(model),
-    )
+    setup, state = set_up(prepared, cfg, threads=threads, device=device, key=key, **split)
+    restore_or_start(state, checkpoint_path)
+    status = train_epochs(state, setup, cfg, checkpoint_path, on_epoch)
+    return finish(state, status)
 
 
 def history_csv(history: list[dict[str, Any]]) -> str:

@@ -1,4 +1,5 @@
 # Configuration, the grid and every path of this experiment; rules below only declare.
+import json
 import sys
 from pathlib import Path
 
@@ -135,12 +136,25 @@ def run_outputs(name):
     return [paths.run_file(EXPERIMENT, run, name) for run in RUNS]
 
 
+class JsonParam(dict):
+    """A mapping param that a shell command writes as JSON, which its job parses.
+
+    Snakemake's params trigger compares a param's repr, a dict's as before, so runs planned
+    when the command carried Python literals are not planned again; the command formats it
+    with str(), so the printed plan reads like the config.
+    """
+
+    def __str__(self):
+        return json.dumps(self)
+
+
 def run_params(wildcards):
-    """The run the wildcards name; a run outside the grid stops Snakemake in one line."""
+    """The run's training parameters, as the train command passes them (JSON); a run outside
+    the grid stops Snakemake in one line."""
     if wildcards.run not in RUNS:
         why = configuration.unknown_run(wildcards.run, RESOLUTION, SCHEMA)
         sys.exit(f"reprogrid: {why}")
-    return RUNS[wildcards.run]
+    return JsonParam(RUNS[wildcards.run])
 
 
 def train_priority(wildcards):

@@ -23,10 +23,10 @@ rule train:
     params:
         train=run_params,
         experiment=EXPERIMENT,
-        split={
-            "val_fraction": config["data"]["val_fraction"],
-            "split_seed": config["data"]["split_seed"],
-        },
+        split=JsonParam(
+            val_fraction=config["data"]["val_fraction"],
+            split_seed=config["data"]["split_seed"],
+        ),
         code=CODE["train"],
     message:
         "Training {wildcards.run} ({threads} thread(s), {resources.gpu} GPU(s), "

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reprogrid import atomic, fingerprint, paths, provenance
 from reprogrid.logs import setup_logging
+
+if TYPE_CHECKING:
+    from reprogrid.training import RunResult
 
 log = logging.getLogger("reprogrid")
 
@@ -32,33 +35,41 @@ def code_state(repo_dir: str) -> dict[str, Any]:
     return {**provenance.git_state(repo_dir), "fingerprint": fingerprint.of_modules(JOB)}
 
 
-def train_job(
-    *,
-    run: str,
-    params: Mapping[str, Any],
-    experiment: str,
-    split: Mapping[str, Any],
-    prepared_path: str,
-    checks_path: str,
-    outputs: Mapping[str, str],
-    threads: int,
-    gpus: int,
-    repo_dir: str,
-    planned_code: str | None = None,
-) -> int:
-    """Train one run of the grid and write its outputs; the job's exit status.
+@dataclass(frozen=True)
+class TrainJob:
+    """What the train rule hands its job: the run, its parameters and its files."""
 
-    The code is looked at when the job starts and again when it ends: a change in between
-    (another commit, an edit) is flagged in the provenance as `code_changed_during_run`.
-    A checkpoint resumes only if made with the same parameters, data and code.
-    """
-    # Imported here, once the command has set up the log, so a broken environment's
-    # ImportError lands in the rule log with its traceback.
-    import torch
+    run: str
+    params: Mapping[str, Any]
+    experiment: str
+    split: Mapping[str, Any]
+    prepared_path: str
+    checks_path: str
+    outputs: Mapping[str, str]
+    threads: int
+    gpus: int
+    repo_dir: str
+    planned_code: str | None = None
 
-    from reprogrid import data, devices, training
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.outputs["metrics"]).parent
 
-    started = provenance.now()
+
+def log_epoch(row: Mapping[str, Any]) -> None:
+    """One line in the job's log per epoch trained."""
+    log.info(
+        "epoch %d: train_loss %.4f val_acc %.4f test_acc %.4f (%.1f s)",
+        row["epoch"],
+        row["train_loss"],
+        row["val_acc"],
+        row["test_acc"],
+        row["epoch_seconds"],
+    )
+
+
+def code_at_start(repo_dir: str, planned_code: str | None) -> dict[str, Any]:
+    """The code as the job starts, warning when it is not the code the run was planned with."""
     code = code_state(repo_dir)
     if planned_code is not None and code["fingerprint"] != planned_code:
         log.warning(
@@ -67,42 +78,11 @@ def train_job(
             planned_code,
             code["fingerprint"],
         )
-    run_dir = Path(outputs["metrics"]).parent
-    device, gpu_lock = devices.select_device(gpus)
-    log.info("run %s on %s with %d thread(s)", run, device, threads)
+    return code
 
-    load_tick = time.perf_counter()
-    prepared = data.load_prepared(prepared_path)
-    log.info("data loaded in %.3f s", time.perf_counter() - load_tick)
-    checks = json.loads(Path(checks_path).read_text())
 
-    def report(row: Mapping[str, Any]) -> None:
-        log.info(
-            "epoch %d: train_loss %.4f val_acc %.4f test_acc %.4f (%.1f s)",
-            row["epoch"],
-            row["train_loss"],
-            row["val_acc"],
-            row["test_acc"],
-            row["epoch_seconds"],
-        )
-
-    try:
-        result = training.train_one_run(
-            prepared,
-            params,
-            val_fraction=split["val_fraction"],
-            split_seed=split["split_seed"],
-            checkpoint_path=run_dir / paths.CHECKPOINT,
-            threads=threads,
-            device=device,
-            on_epoch=report,
-            data_sha256=checks["prepared_sha256"],
-            code=code["fingerprint"],
-        )
-    except training.Stopped as stop:
-        log.info("%s", stop)
-        return STOPPED_EXIT
-
+def code_at_end(code: Mapping[str, Any], repo_dir: str) -> tuple[dict[str, Any], bool]:
+    """The code as the job ends, and whether it changed since `code` (warned in the log)."""
     at_end = code_state(repo_dir)
     changed = not (
         provenance.same_code(code, at_end) and code["fingerprint"] == at_end["fingerprint"]
@@ -118,27 +98,48 @@ def train_job(
             at_end["dirty"],
             at_end["fingerprint"],
         )
-    git = {key: value for key, value in code.items() if key != "fingerprint"}
-    patch = run_dir / paths.DIFF_PATCH
-    if git["diff"]:
-        atomic.write_text(patch, git["diff"])
+    return at_end, changed
+
+
+def write_patch(patch: Path, diff: str) -> None:
+    """Keep the uncommitted diff the run was made with next to it; none when there is none."""
+    if diff:
+        atomic.write_text(patch, diff)
     else:
         patch.unlink(missing_ok=True)
+
+
+def provenance_record(
+    job: TrainJob,
+    *,
+    checks: Mapping[str, Any],
+    device: str,
+    code: Mapping[str, Any],
+    ended: tuple[Mapping[str, Any], bool],
+    result: RunResult,
+    started: str,
+) -> dict[str, Any]:
+    """What produced this run, from the code at the start and at the end (`ended`: the
+    state and whether it changed)."""
+    import torch
+
+    at_end, changed = ended
+    git = {key: value for key, value in code.items() if key != "fingerprint"}
     machine = provenance.machine(device)
-    record = {
-        "run": run,
-        "experiment": experiment,
-        "seed": params["seed"],
+    return {
+        "run": job.run,
+        "experiment": job.experiment,
+        "seed": job.params["seed"],
         "config": {
-            "experiment": experiment,
+            "experiment": job.experiment,
             "data": {
                 "dataset": checks["dataset"],
                 "raw_dir": checks.get("raw_dir"),
                 "verify": checks["verify"],
-                **split,
+                **job.split,
             },
-            "train": dict(params),
-            "resources": {"threads": threads, "gpu": gpus},
+            "train": dict(job.params),
+            "resources": {"threads": job.threads, "gpu": job.gpus},
         },
         "commit": git["commit"],
         "dirty": git["dirty"],
@@ -155,7 +156,7 @@ def train_job(
         },
         "hostname": machine["hostname"],
         "machine": machine,
-        "deterministic": params["deterministic"],
+        "deterministic": job.params["deterministic"],
         "data_sha256": {**checks["raw_sha256"], "prepared": checks["prepared_sha256"]},
         "dataset": checks["dataset"],
         "parameters": result.parameters,
@@ -165,20 +166,73 @@ def train_job(
         "resumed_from_epoch": result.resumed_from,
         "started": started,
         "finished": provenance.now(),
-        "command": {"argv": sys.argv, "target": outputs["metrics"]},
+        "command": {"argv": sys.argv, "target": job.outputs["metrics"]},
         "torch_threads": torch.get_num_threads(),
     }
-    atomic.write_json(outputs["provenance"], record)
+
+
+def write_run(
+    job: TrainJob, result: RunResult, record: Mapping[str, Any], num_classes: int
+) -> None:
+    """Write the run's provenance and outputs (the metrics, its seal, last); drop its checkpoint."""
+    from reprogrid import training
+
+    atomic.write_json(job.outputs["provenance"], record)
     training.write_outputs(
         result,
-        cfg=params,
-        num_classes=prepared["num_classes"],
-        model_path=outputs["model"],
-        history_path=outputs["history"],
-        metrics_path=outputs["metrics"],
+        cfg=job.params,
+        num_classes=num_classes,
+        model_path=job.outputs["model"],
+        history_path=job.outputs["history"],
+        metrics_path=job.outputs["metrics"],
     )
-    (run_dir / paths.CHECKPOINT).unlink(missing_ok=True)
-    log.info("run %s finished: %s", run, result.metrics)
+    (job.run_dir / paths.CHECKPOINT).unlink(missing_ok=True)
+
+
+def train_job(job: TrainJob) -> int:
+    """Train one run of the grid and write its outputs; the job's exit status.
+
+    The code is looked at when the job starts and again when it ends: a change in between
+    (another commit, an edit) is flagged in the provenance as `code_changed_during_run`.
+    A checkpoint resumes only if made with the same parameters, data and code.
+    """
+    # Imported here, once the command has set up the log, so a broken environment's
+    # ImportError lands in the rule log with its traceback.
+    from reprogrid import data, devices, training
+
+    started = provenance.now()
+    code = code_at_start(job.repo_dir, job.planned_code)
+    device, gpu_lock = devices.select_device(job.gpus)
+    log.info("run %s on %s with %d thread(s)", job.run, device, job.threads)
+
+    load_tick = time.perf_counter()
+    prepared = data.load_prepared(job.prepared_path)
+    log.info("data loaded in %.3f s", time.perf_counter() - load_tick)
+    checks = json.loads(Path(job.checks_path).read_text())
+    try:
+        result = training.train_one_run(
+            prepared,
+            job.params,
+            val_fraction=job.split["val_fraction"],
+            split_seed=job.split["split_seed"],
+            checkpoint_path=job.run_dir / paths.CHECKPOINT,
+            threads=job.threads,
+            device=device,
+            on_epoch=log_epoch,
+            data_sha256=checks["prepared_sha256"],
+            code=code["fingerprint"],
+        )
+    except training.Stopped as stop:
+        log.info("%s", stop)
+        return STOPPED_EXIT
+
+    ended = code_at_end(code, job.repo_dir)
+    write_patch(job.run_dir / paths.DIFF_PATCH, code["diff"])
+    record = provenance_record(
+        job, checks=checks, device=device, code=code, ended=ended, result=result, started=started
+    )
+    write_run(job, result, record, prepared["num_classes"])
+    log.info("run %s finished: %s", job.run, result.metrics)
     if gpu_lock is not None:
         gpu_lock.close()
     return 0
@@ -189,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
     A command rather than a `script:` because Snakemake reads a script's source once per
     job while planning, a third of the dry-run time of a 10,000-run grid
-    (docs/benchmarks.md). Mappings arrive as Python literals, as Snakemake formats them.
+    (docs/benchmarks.md). Mappings (`--params`, `--split`) arrive as JSON.
     """
     parser = argparse.ArgumentParser(prog="python -m reprogrid.jobs.train")
     for name in ("run", "params", "experiment", "split", "data", "checks", "log"):
@@ -201,11 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", help="the code fingerprint the run was planned with")
     args = parser.parse_args(argv)
     setup_logging(args.log)
-    return train_job(
+    job = TrainJob(
         run=args.run,
-        params=ast.literal_eval(args.params),
+        params=json.loads(args.params),
         experiment=args.experiment,
-        split=ast.literal_eval(args.split),
+        split=json.loads(args.split),
         prepared_path=args.data,
         checks_path=args.checks,
         outputs={
@@ -216,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         repo_dir=str(REPO),
         planned_code=args.code,
     )
+    return train_job(job)
 
 
 if __name__ == "__main__":
