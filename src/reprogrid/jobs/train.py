@@ -49,13 +49,11 @@ def train_job(
     """Train one run of the grid and write its outputs; the job's exit status.
 
     The code is looked at when the job starts and again when it ends: a change in between
-    (another commit, an edit) is flagged in the provenance as `code_changed_during_run`.
+    (another commit, an edit) is flagged in the provenance (`code.at_end`).
     A checkpoint resumes only if made with the same parameters, data and code.
     """
     # Imported here, once the command has set up the log, so a broken environment's
     # ImportError lands in the rule log with its traceback.
-    import torch
-
     from reprogrid import data, devices, training
 
     started = provenance.now()
@@ -104,10 +102,23 @@ def train_job(
         return STOPPED_EXIT
 
     at_end = code_state(repo_dir)
-    changed = not (
-        provenance.same_code(code, at_end) and code["fingerprint"] == at_end["fingerprint"]
+    record = provenance.build_record(
+        run=run,
+        experiment=experiment,
+        params=params,
+        split=split,
+        checks=checks,
+        threads=threads,
+        gpus=gpus,
+        device=device,
+        code=code,
+        code_at_end=at_end,
+        started=started,
+        resumed_from_epoch=result.resumed_from,
+        model_parameters=result.parameters,
+        target=outputs["metrics"],
     )
-    if changed:
+    if record.code.changed_during_run:
         log.warning(
             "the code changed while this run trained: commit %s (dirty: %s, code %s) at the "
             "start, commit %s (dirty: %s, code %s) at the end; the record names the start's",
@@ -118,57 +129,12 @@ def train_job(
             at_end["dirty"],
             at_end["fingerprint"],
         )
-    git = {key: value for key, value in code.items() if key != "fingerprint"}
     patch = run_dir / paths.DIFF_PATCH
-    if git["diff"]:
-        atomic.write_text(patch, git["diff"])
+    if code["diff"]:
+        atomic.write_text(patch, code["diff"])
     else:
         patch.unlink(missing_ok=True)
-    machine = provenance.machine(device)
-    record = {
-        "run": run,
-        "experiment": experiment,
-        "seed": params["seed"],
-        "config": {
-            "experiment": experiment,
-            "data": {
-                "dataset": checks["dataset"],
-                "raw_dir": checks.get("raw_dir"),
-                "verify": checks["verify"],
-                **split,
-            },
-            "train": dict(params),
-            "resources": {"threads": threads, "gpu": gpus},
-        },
-        "commit": git["commit"],
-        "dirty": git["dirty"],
-        "git": {
-            **{key: value for key, value in git.items() if key != "diff"},
-            "patch": paths.DIFF_PATCH if git["diff"] else None,
-        },
-        "code_fingerprint": code["fingerprint"],
-        "code_changed_during_run": changed,
-        "code_at_end": {
-            "commit": at_end["commit"],
-            "dirty": at_end["dirty"],
-            "fingerprint": at_end["fingerprint"],
-        },
-        "hostname": machine["hostname"],
-        "machine": machine,
-        "deterministic": params["deterministic"],
-        "data_sha256": {**checks["raw_sha256"], "prepared": checks["prepared_sha256"]},
-        "dataset": checks["dataset"],
-        "parameters": result.parameters,
-        "slurm": provenance.slurm(),
-        "env": provenance.environment_variables(),
-        "packages": provenance.packages(),
-        "resumed_from_epoch": result.resumed_from,
-        "started": started,
-        "finished": provenance.now(),
-        "command": {"argv": sys.argv, "target": outputs["metrics"]},
-        "torch_threads": torch.get_num_threads(),
-    }
-    atomic.write_json(outputs["provenance"], record)
+    record.write(outputs["provenance"])
     training.write_outputs(
         result,
         cfg=params,
