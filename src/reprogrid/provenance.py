@@ -459,38 +459,42 @@ def shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _typed(path: Path, kind: Any, value: Any, field: str) -> Any:
+def _typed(path: str | Path, kind: Any, value: Any, field: str) -> Any:
     """`value` read as `kind` (a dataclass, a built-in, a union, list[...] or dict[str, ...])."""
     if kind is Any:
         return value
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            if _is(value, _json_kind(option)):
+                return _typed(path, option, value, field)
+        names = " or ".join(JSON_KINDS[_json_kind(option)] for option in args)
+        raise ProvenanceError(path, f"must be {names}, not {shown(value)}", field)
+    if not _is(value, _json_kind(kind)):
+        raise ProvenanceError(
+            path, f"must be {JSON_KINDS[_json_kind(kind)]}, not {shown(value)}", field
+        )
     if dataclasses.is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise ProvenanceError(path, f"must be an object, not {shown(value)}", field)
         hints = typing.get_type_hints(kind)
-        names = [f.name for f in dataclasses.fields(kind)]
         for key in value:
             if key not in hints:
                 raise ProvenanceError(path, "is not a field of this record", _join(field, key))
+        names = [f.name for f in dataclasses.fields(kind)]
         for name in names:
             if name not in value:
                 raise ProvenanceError(path, "is missing", _join(field, name))
         return kind(**{n: _typed(path, hints[n], value[n], _join(field, n)) for n in names})
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        for option in args:
-            if _is(value, typing.get_origin(option) or option):
-                return _typed(path, option, value, field)
-        names = " or ".join(JSON_KINDS[typing.get_origin(a) or a] for a in args)
-        raise ProvenanceError(path, f"must be {names}, not {shown(value)}", field)
-    if not _is(value, origin or kind):
-        raise ProvenanceError(
-            path, f"must be {JSON_KINDS[origin or kind]}, not {shown(value)}", field
-        )
     if origin is list:
         return [_typed(path, args[0], item, f"{field}[{i}]") for i, item in enumerate(value)]
     if origin is dict:
         return {key: _typed(path, args[1], item, _join(field, key)) for key, item in value.items()}
     return value
+
+
+def _json_kind(kind: Any) -> type:
+    """The Python type a JSON value of `kind` parses to: a dataclass is read from an object."""
+    base = typing.get_origin(kind) or kind
+    return dict if dataclasses.is_dataclass(base) else base
 
 
 def _join(field: str, key: str) -> str:
@@ -517,7 +521,7 @@ def from_dict(record: Any, path: str | Path = "provenance record") -> Provenance
             f"is a record of {found}, not of format {FORMAT} (an older reprogrid's run?); "
             "train the run again with this code",
         )
-    return _typed(Path(path), Provenance, {k: v for k, v in record.items() if k != "format"}, "")
+    return _typed(path, Provenance, {k: v for k, v in record.items() if k != "format"}, "")
 
 
 def read(path: str | Path) -> Provenance:
