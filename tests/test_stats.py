@@ -309,3 +309,27 @@ def test_the_reproduction_guide_says_when_runs_recorded_different_versions():
     assert "torch 2.3.0 or 2.4.1 (the runs differ)" in guide
     assert "1 or 2 thread(s) per run" in guide
     assert "snakemake --cores 2 --configfile" in guide
+
+
+def test_aggregating_a_run_recorded_by_an_older_reprogrid_fails_in_one_line(
+    tmp_path, monkeypatch, caplog
+):
+    from reprogrid import paths
+    from reprogrid.jobs.analysis import aggregate_job
+
+    monkeypatch.chdir(tmp_path)
+    run = "arch=mlp/lr=0.003/seed=0"
+    folder = tmp_path / paths.run_dir("tiny", run)
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"status": "ok"}))
+    old = {"run": run, "seed": 0, "commit": None, "config": {"train": {"seed": 0}}}
+    (folder / "provenance.json").write_text(json.dumps(old))
+    status = aggregate_job(
+        experiment="tiny", runs=[run], axes=["arch", "lr"], analysis={}, repo=str(tmp_path),
+        outputs={},
+    )  # fmt: skip
+    assert status == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"reprogrid: {paths.run_dir('tiny', run)}/provenance.json: is a record of no `format`, "
+        "not of format 2 (an older reprogrid's run?); train the run again with this code"
+    ]
