@@ -181,7 +181,9 @@ def _check_patch(record: provenance.Provenance, record_path: Path, folder: Path)
     return patch
 
 
-def _matching(record_path: Path, field: str, value: str | None, pattern: re.Pattern, what: str):
+def _matching(
+    record_path: Path, field: str, value: str | None, pattern: re.Pattern, what: str
+) -> None:
     if value is None or not pattern.fullmatch(value):
         raise _refuse(record_path, field, f"is not {what}: {shown(value)}")
 
