@@ -140,14 +140,15 @@ def _progress(row: dict[str, Any]) -> None:
 
 def grid_efficiency(work: Path, raw_dir: str, cores: int) -> dict[str, Any]:
     """Train the default grid on `cores` cores; how much of cores x wall went into training."""
+    from reprogrid import provenance
+
     config = ["--config", f"data={{dataset: fashion-mnist, raw_dir: {raw_dir}}}"]
     snakemake(work, "--cores", str(cores), "--until", "prepare_data", *config)
     timing = snakemake(work, "--cores", str(cores), "--until", "train", *config)
     busy, jobs = 0.0, 0
     for metrics_file in (work / "results/default/runs").rglob("metrics.json"):
         metrics = json.loads(metrics_file.read_text())
-        provenance = json.loads((metrics_file.parent / "provenance.json").read_text())
-        busy += metrics["train_seconds"] * provenance["config"]["resources"]["threads"]
+        busy += metrics["train_seconds"] * provenance.read_run(metrics_file.parent).threads
         jobs += 1
     return {
         "jobs": jobs,

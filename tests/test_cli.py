@@ -17,7 +17,7 @@ import yaml
 from test_reproducibility import git, git_project
 
 from conftest import REPO, SCHEMA, snakemake, tiny_grid, write_config
-from reprogrid import cli
+from reprogrid import cli, provenance
 
 RUN = "arch=mlp/lr=0.003/seed=0"
 
@@ -50,28 +50,71 @@ def test_a_folder_without_provenance_is_one_line(tmp_path):
     assert_one_line_error(reprogrid("reproduce", str(tmp_path)), "holds no provenance.json")
 
 
-def test_a_run_without_a_commit_is_one_line(tmp_path):
-    (tmp_path / "provenance.json").write_text(json.dumps({"commit": None, "git": {}}))
-    assert_one_line_error(reprogrid("reproduce", str(tmp_path)), "records no git commit")
-
-
 def valid_record(remote: str = "https://example.org/lab/reprogrid.git") -> dict:
     """A well-formed provenance record of run RUN, made on a dirty tree."""
     return {
+        "format": 2,
         "run": RUN,
         "experiment": "tiny",
-        "commit": "0123456789abcdef0123456789abcdef01234567",
-        "dirty": True,
-        "git": {"remote": remote, "patch": "uncommitted.patch", "untracked_sources": []},
         "config": {
-            "experiment": "tiny",
-            "data": {"dataset": "mnist", "raw_dir": None, "val_fraction": 0.1, "split_seed": 0},
+            "data": {
+                "dataset": "mnist",
+                "raw_dir": None,
+                "verify": True,
+                "val_fraction": 0.1,
+                "split_seed": 0,
+            },
             "train": {"arch": "mlp", "lr": 0.003, "seed": 0, "epochs": 1},
             "resources": {"threads": 1, "gpu": 0},
         },
-        "machine": {"torch": "2.14.1+cpu", "python": "3.11.7"},
+        "code": {
+            "commit": "0123456789abcdef0123456789abcdef01234567",
+            "dirty": True,
+            "branch": "main",
+            "remote": remote,
+            "untracked_sources": [],
+            "patch": "uncommitted.patch",
+            "fingerprint": "c0de0001",
+            "at_end": None,
+        },
+        "data": {
+            "raw_sha256": {"train-images-idx3-ubyte.gz": "ab" * 32},
+            "prepared_sha256": "cd" * 32,
+        },
+        "machine": {
+            "hostname": "node1",
+            "platform": "Linux",
+            "cpu": "x86_64",
+            "cpu_count": 8,
+            "device": "cpu",
+            "gpus": [],
+            "python": "3.11.7",
+            "cuda": None,
+            "cudnn": None,
+        },
+        "job": {
+            "started": "2026-01-01T00:00:00+00:00",
+            "finished": "2026-01-01T00:01:00+00:00",
+            "resumed_from_epoch": None,
+            "model_parameters": 1000,
+            "command": {"argv": ["train"], "target": f"results/tiny/runs/{RUN}/metrics.json"},
+        },
+        "env": {},
         "packages": {"torch": "2.14.1+cpu", "torchvision": "0.29.1"},
     }
+
+
+def test_a_run_without_a_commit_is_one_line(tmp_path):
+    folder = run_folder(tmp_path, altered("code.commit", None))
+    assert_one_line_error(reprogrid("reproduce", str(folder)), "records no git commit")
+
+
+def test_a_record_of_an_older_reprogrid_is_one_line(tmp_path):
+    old = {"run": RUN, "experiment": "tiny", "commit": "0" * 40, "dirty": False, "git": {}}
+    folder = run_folder(tmp_path, old)
+    result = reprogrid("reproduce", str(folder))
+    assert_one_line_error(result, "no `format`, not of format 2")
+    assert "train the run again" in result.stderr
 
 
 def run_folder(base: Path, record) -> Path:
@@ -102,29 +145,33 @@ def altered(path: str, value) -> dict:
 
 DELETE = object()
 HOSTILE = [
-    ("commit", "$(touch pwned)", "field `commit`"),
-    ("commit", "abc", "field `commit`"),
+    ("code.commit", "$(touch pwned)", "field `code.commit`"),
+    ("code.commit", "abc", "field `code.commit`"),
     ("run", "arch=mlp/../../lr=0.003/seed=0", "field `run`"),
     ("run", "arch=../lr=0.003/seed=0", "field `run`"),
     ("run", "arch=cnn/lr=0.003/seed=0", "field `run`"),
     ("experiment", "../../etc", "field `experiment`"),
-    ("git.patch", "../../etc/passwd", "field `git.patch`"),
-    ("git.patch", "/etc/passwd", "field `git.patch`"),
+    ("code.patch", "../../etc/passwd", "field `code.patch`"),
+    ("code.patch", "/etc/passwd", "field `code.patch`"),
     ("packages.torch", "1; rm -rf /", "field `packages.torch`"),
-    ("machine.torch", "2.14.1 && curl evil", "field `machine.torch`"),
-    ("git.remote", "--upload-pack=touch pwned", "field `git.remote`"),
-    ("git.remote", "ext::sh -c touch% pwned", "field `git.remote`"),
-    ("git.remote", "https://example.org/x\nrm -rf ~", "field `git.remote`"),
-    ("git.untracked_sources", ["a.py\nrm -rf ~"], "field `git.untracked_sources[0]`"),
+    ("packages.torch", DELETE, "field `packages.torch`"),
+    ("machine.python", "3.11 && curl evil", "field `machine.python`"),
+    ("code.remote", "--upload-pack=touch pwned", "field `code.remote`"),
+    ("code.remote", "ext::sh -c touch% pwned", "field `code.remote`"),
+    ("code.remote", "https://example.org/x\nrm -rf ~", "field `code.remote`"),
+    ("code.untracked_sources", ["a.py\nrm -rf ~"], "field `code.untracked_sources[0]`"),
+    ("code.untracked_sources", [3], "field `code.untracked_sources[0]`"),
     ("config.data.raw_dir", "/data\nEOF\nrm -rf ~", "field `config.data.raw_dir`"),
     ("config.resources.threads", "1; rm -rf /", "field `config.resources.threads`"),
     ("config.resources.threads", True, "field `config.resources.threads`"),
     ("config.resources.threads", 0, "field `config.resources.threads`"),
     ("config.resources.gpu", 1000, "field `config.resources.gpu`"),
-    ("dirty", "yes", "field `dirty`"),
-    ("git", "not a mapping", "field `git"),
+    ("code.dirty", "yes", "field `code.dirty`"),
+    ("code.dirty", None, "field `code.dirty`"),
+    ("code", "not a mapping", "field `code`"),
+    ("config.data", [], "field `config.data`"),
     ("config.train", DELETE, "field `config.train`"),
-    ("machine", DELETE, "field `machine.torch`"),
+    ("machine", DELETE, "field `machine`"),
 ]
 
 
@@ -146,7 +193,7 @@ def test_a_patch_that_is_a_symlink_out_of_the_run_folder_is_refused(tmp_path):
     (folder / "uncommitted.patch").unlink()
     (folder / "uncommitted.patch").symlink_to(tmp_path / "outside.patch")
     (tmp_path / "outside.patch").write_text("")
-    assert_one_line_error(reprogrid("reproduce", str(folder)), "field `git.patch`")
+    assert_one_line_error(reprogrid("reproduce", str(folder)), "field `code.patch`")
 
 
 def test_a_run_id_that_is_not_its_folder_is_refused(tmp_path):
@@ -160,11 +207,11 @@ def test_a_run_id_that_is_not_its_folder_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("content", "named"),
     [
-        ("{not json", "cannot read"),
-        (b"\xff\xfe{}", "cannot read"),
+        ("{not json", "cannot be read"),
+        (b"\xff\xfe{}", "cannot be read"),
         ("[1, 2]", "holds a JSON list, not an object"),
-        ("[" * 100000 + "]" * 100000, "cannot read"),
-        (json.dumps({"commit": "0" * 40}), "field `experiment` is missing"),
+        ("[" * 100000 + "]" * 100000, "cannot be read"),
+        (json.dumps({"format": 2, "run": RUN}), "field `experiment` is missing"),
     ],
     ids=["not-json", "not-utf8", "list", "deep", "missing-keys"],
 )
@@ -216,8 +263,10 @@ def test_the_printed_steps_pin_the_commit_patch_packages_config_and_target(dirty
     assert f"git clone -- {dirty_run.parents[5]} " in steps
     assert f"git checkout {commit}\n" in steps
     assert f"git apply {dirty_run / 'uncommitted.patch'}\n" in steps
-    packages = json.loads((dirty_run / "provenance.json").read_text())["packages"]
-    pins = f"pip install torch=={packages['torch']} torchvision=={packages['torchvision']} -e ."
+    record = provenance.read_run(dirty_run)
+    pins = (
+        f"pip install torch=={record.torch_version} torchvision=={record.torchvision_version} -e ."
+    )
     assert pins in steps
     assert (
         f"snakemake --cores 1 results/tiny/runs/{RUN}/model.pt --configfile reproduce.yaml" in steps

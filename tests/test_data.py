@@ -20,7 +20,7 @@ import torch
 
 import idxdata
 from conftest import copy_project, snakemake, tiny_grid, write_config
-from reprogrid import data, paths, rawfiles
+from reprogrid import data, paths, provenance, rawfiles
 from reprogrid.jobs.data import prepare_data_job
 
 
@@ -409,14 +409,12 @@ def test_experiments_reading_other_files_keep_their_own_prepared_data(tmp_path, 
     assert len(prepared) == 2, "each experiment's files get their own prepared data"
     assert data.sha256(prepared[0]) != data.sha256(prepared[1])
     for experiment, raw in (("first", raw_dir), ("second", other)):
-        record = json.loads(
-            (folder / paths.run_file(experiment, RUN, "provenance.json")).read_text()
-        )
+        record = provenance.read_run(folder / paths.run_dir(experiment, RUN))
         raw_sha256 = {path.name: data.sha256(path) for path in raw.iterdir()}
-        assert {k: v for k, v in record["data_sha256"].items() if k != "prepared"} == raw_sha256
-        assert record["data_sha256"]["prepared"] in {data.sha256(path) for path in prepared}
-        assert record["config"]["data"]["raw_dir"] == str(raw)
-        assert record["config"]["data"]["verify"] is False
+        assert record.data.raw_sha256 == raw_sha256
+        assert record.data.prepared_sha256 in {data.sha256(path) for path in prepared}
+        assert record.config.data.raw_dir == str(raw)
+        assert record.config.data.verify is False
     again = snakemake(
         folder, paths.run_file("first", RUN, "metrics.json"), "-n", "--configfile",
         str(folder / "first.yaml"),

@@ -3,6 +3,7 @@ a killed or stopped job resumes to the same weights, and mixed code versions are
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -96,9 +97,9 @@ def test_two_fresh_clones_give_byte_identical_weights_and_metrics(
         for f in (reference, other)
     ]
     pd.testing.assert_frame_equal(curves[0], curves[1], check_exact=True)
-    record = json.loads(run_file(other, "provenance.json").read_text())
-    assert record["commit"] == git(other, "rev-parse", "HEAD").strip()
-    assert record["dirty"] is False
+    record = provenance.read(run_file(other, "provenance.json"))
+    assert record.commit == git(other, "rev-parse", "HEAD").strip()
+    assert record.dirty is False
     assert not run_file(other, "uncommitted.patch").exists()
 
 
@@ -164,8 +165,8 @@ def test_sigkill_midway_then_rerun_incomplete_resumes_to_identical_weights(
     assert resumed, result.stderr
     assert 2 <= int(resumed.group(1)) <= 4
     assert run_file(folder, "model.pt").read_bytes() == run_file(reference, "model.pt").read_bytes()
-    record = json.loads(run_file(folder, "provenance.json").read_text())
-    assert record["resumed_from_epoch"] == int(resumed.group(1))
+    record = provenance.read(run_file(folder, "provenance.json"))
+    assert record.job.resumed_from_epoch == int(resumed.group(1))
     assert not run_file(folder, "checkpoint.pt").exists()
 
 
@@ -214,10 +215,10 @@ def test_a_run_on_a_dirty_tree_keeps_its_diff_and_names_untracked_sources(tmp_pa
     target = str(Path("results/tiny/runs", run, "model.pt"))
     snakemake(folder, "--cores", "1", target, "--configfile", str(config))
 
-    record = json.loads(run_file(folder, "provenance.json", "tiny", run).read_text())
-    assert record["dirty"] is True
-    assert record["git"]["patch"] == "uncommitted.patch"
-    assert "scripts/scratch_notes.py" in record["git"]["untracked_sources"]
+    record = provenance.read(run_file(folder, "provenance.json", "tiny", run))
+    assert record.dirty is True
+    assert record.code.patch == "uncommitted.patch"
+    assert "scripts/scratch_notes.py" in record.code.untracked_sources
     patch = run_file(folder, "uncommitted.patch", "tiny", run).read_text()
     assert "+# A local experiment, not committed." in patch
     assert "src/reprogrid/models.py" in patch
@@ -331,6 +332,64 @@ def test_remote_urls_lose_credentials_and_keep_working(remote, recorded):
     assert provenance.strip_credentials(remote) == recorded
 
 
+def test_a_record_holds_each_value_once_and_reads_back_as_written(tmp_path):
+    code = {**provenance.git_state(tmp_path), "fingerprint": "c0de0001"}
+    record = provenance.build_record(
+        run="arch=mlp/lr=0.003/seed=4",
+        experiment="tiny",
+        params={"arch": "mlp", "lr": 0.003, "seed": 4, "deterministic": True},
+        split={"val_fraction": 0.1, "split_seed": 0},
+        checks={
+            "dataset": "mnist",
+            "raw_dir": None,
+            "verify": True,
+            "raw_sha256": {"t10k-labels-idx1-ubyte.gz": "ab" * 32},
+            "prepared_sha256": "cd" * 32,
+        },
+        threads=2,
+        gpus=0,
+        device="cpu",
+        code=code,
+        code_at_end={**code, "fingerprint": "c0de0002"},
+        started=provenance.now(),
+        resumed_from_epoch=None,
+        model_parameters=1234,
+        target="results/tiny/runs/arch=mlp/lr=0.003/seed=4/metrics.json",
+    )
+    record.write(tmp_path / "provenance.json")
+    written = json.loads((tmp_path / "provenance.json").read_text())
+    assert list(written) == [
+        "format", "run", "experiment", "config", "code", "data", "machine", "job", "env",
+        "packages",
+    ]  # fmt: skip
+    assert provenance.read(tmp_path / "provenance.json") == record
+    assert (record.seed, record.threads, record.dataset, record.commit) == (4, 2, "mnist", None)
+    assert record.code.changed_during_run
+    assert record.code.at_end.fingerprint == "c0de0002"
+    assert record.torch_version == importlib.metadata.version("torch")
+
+    leaves = []
+
+    def walk(value, path):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, [*path, key])
+        else:
+            leaves.append(path[-1])
+
+    walk({k: v for k, v in written.items() if k not in ("env", "packages")}, [])
+    for name in ("seed", "experiment", "hostname", "dataset", "threads", "deterministic"):
+        assert leaves.count(name) == 1, name
+    # The code at the start and, having changed, at the end: two moments, not one value twice.
+    assert leaves.count("commit") == leaves.count("dirty") == 2
+
+
+def test_a_record_of_another_format_is_one_error_naming_it(tmp_path):
+    (tmp_path / "provenance.json").write_text(json.dumps({"run": "x", "seed": 0, "commit": None}))
+    with pytest.raises(provenance.ProvenanceError, match="no `format`, not of format 2"):
+        provenance.read_run(tmp_path)
+
+
 SECRETS = {
     "WANDB_API_KEY": "wandb-key-SECRET-4f1c",
     "GITHUB_TOKEN": "ghp_SECRET0000github",
@@ -364,10 +423,8 @@ def test_no_secret_reaches_any_file_and_results_follow_the_umask(tmp_path, raw_d
         leaked = [secret for secret in SECRETS.values() if secret in result.stdout + result.stderr]
         assert not leaked
 
-    record = json.loads(
-        (folder / "results/tiny/runs/arch=mlp/lr=0.003/seed=0/provenance.json").read_text()
-    )
-    assert record["git"]["remote"] == "https://git.example.org/lab/reprogrid.git"
+    record = provenance.read_run(folder / "results/tiny/runs/arch=mlp/lr=0.003/seed=0")
+    assert record.code.remote == "https://git.example.org/lab/reprogrid.git"
     written = [
         path
         for path in folder.rglob("*")
@@ -395,10 +452,10 @@ def test_a_code_change_during_training_is_flagged_in_the_provenance(resume_confi
     git(folder, "commit", "--quiet", "-am", "a change while the run trains")
     assert process.wait(timeout=300) == 0, (tmp_path / "output.txt").read_text()
 
-    record = json.loads(run_file(folder, "provenance.json").read_text())
-    assert record["code_changed_during_run"] is True
-    assert record["commit"] == started
-    assert record["code_at_end"]["commit"] == git(folder, "rev-parse", "HEAD").strip()
-    assert record["code_at_end"]["fingerprint"] != record["code_fingerprint"]
+    record = provenance.read(run_file(folder, "provenance.json"))
+    assert record.code.changed_during_run is True
+    assert record.commit == started
+    assert record.code.at_end.commit == git(folder, "rev-parse", "HEAD").strip()
+    assert record.code.at_end.fingerprint != record.code.fingerprint
     log = run_file(folder, paths.TRAIN_LOG).read_text()
     assert "the code changed while this run trained" in log

@@ -21,6 +21,7 @@ import yaml
 from slurm_cluster import start_cluster, unavailable_reason
 
 from conftest import REPO, copy_project, snakemake, tiny_grid, write_config
+from reprogrid import provenance
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
@@ -85,13 +86,12 @@ def run_on_slurm(
     return result
 
 
-def run_outputs(folder: Path, run: str) -> tuple[dict, bytes, dict]:
+def run_outputs(folder: Path, run: str) -> tuple[dict, bytes, provenance.Provenance]:
     """A run's metrics without its timing, its weights' bytes and its provenance."""
     run_dir = folder / "results/tiny/runs" / run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics.pop("train_seconds")
-    provenance = json.loads((run_dir / "provenance.json").read_text())
-    return metrics, (run_dir / "model.pt").read_bytes(), provenance
+    return metrics, (run_dir / "model.pt").read_bytes(), provenance.read_run(run_dir)
 
 
 def slurm_job(cluster, job_id: str) -> dict[str, str]:
@@ -126,16 +126,16 @@ def test_the_grid_runs_on_slurm_and_matches_a_local_run(cluster, local_grid, tmp
 
     job_ids = set()
     for run in RUNS:
-        metrics, model, provenance = run_outputs(folder, run)
+        metrics, model, record = run_outputs(folder, run)
         local_metrics, local_model, _ = run_outputs(local_grid, run)
         assert metrics == local_metrics
         assert model == local_model
-        job_id = provenance["slurm"]["job_id"]
+        job_id = record.slurm_job_id
         job = slurm_job(cluster, job_id)
         assert job["JobState"] == "COMPLETED"
         assert job["Partition"] == cluster.partition
         assert "rule_train" in job["Comment"]
-        assert provenance["slurm"]["node"] == job["NodeList"]
+        assert record.slurm_node == job["NodeList"]
         job_ids.add(job_id)
     assert len(job_ids) == len(RUNS)
     # Only the training runs went to the queue; data, tables and figures ran in the controller.
@@ -155,10 +155,10 @@ def test_packed_runs_share_one_slurm_job_and_match_a_local_run(
 
     job_ids = set()
     for run in RUNS:
-        metrics, model, provenance = run_outputs(folder, run)
+        metrics, model, record = run_outputs(folder, run)
         local_metrics, local_model, _ = run_outputs(local_grid, run)
         assert (metrics, model) == (local_metrics, local_model)
-        job_ids.add(provenance["slurm"]["job_id"])
+        job_ids.add(record.slurm_job_id)
     assert len(job_ids) == 1
     job = slurm_job(cluster, job_ids.pop())
     assert job["JobState"] == "COMPLETED"
@@ -232,13 +232,13 @@ def test_a_stopped_run_is_retried_with_more_time_and_resumes(cluster, tmp_path, 
     output, _ = controller.communicate(timeout=300)
     assert controller.returncode == 0, f"{output}\n{cluster.logs()}"
 
-    metrics, model, provenance = run_outputs(folder, run)
+    metrics, model, record = run_outputs(folder, run)
     local_metrics, local_model, _ = run_outputs(local, run)
-    assert provenance["resumed_from_epoch"] is not None
+    assert record.job.resumed_from_epoch is not None
     assert (metrics, model) == (local_metrics, local_model)
     stopped, retried = (
         slurm_job(cluster, running[0]),
-        slurm_job(cluster, provenance["slurm"]["job_id"]),
+        slurm_job(cluster, record.slurm_job_id),
     )
     assert stopped["JobState"] == "FAILED"
     assert (stopped["TimeLimit"], retried["TimeLimit"]) == ("01:00:00", "02:00:00")

@@ -265,3 +265,71 @@ def test_the_report_shows_an_undecided_criterion_and_the_selection_warnings():
     body = reporting.conclusion_html(conclusion)
     assert "<p class=''>Not decided: cnn beats mlp; add seeds.</p>" in body
     assert "<p class='warning'>cnn: every setting lost seeds; chose lr=0.3.</p>" in body
+
+
+def test_the_reproduction_guide_names_the_versions_and_threads_the_runs_recorded():
+    from test_cli import valid_record
+
+    from reprogrid import cli, provenance, reporting
+
+    records = {}
+    for seed in (0, 1):
+        record = valid_record()
+        record["run"] = f"arch=mlp/lr=0.003/seed={seed}"
+        record["config"]["train"]["seed"] = seed
+        record["config"]["resources"]["threads"] = 3
+        record["machine"]["python"] = "3.12.4"
+        record["packages"] = {"torch": "2.3.0+cpu", "torchvision": "0.18.0", "numpy": "2.0.1"}
+        records[record["run"]] = provenance.from_dict(record)
+    config = {key: {} for key in ("experiment", "data", "grid", "train", "analysis")}
+    guide = reporting.reproduction_guide("tiny", config, records, pd.DataFrame({"n": [2]}))
+    assert "Python 3.12.4, torch 2.3.0+cpu, torchvision 0.18.0, 3 thread(s) per run" in guide
+    assert ".venv/bin/pip install torch==2.3.0+cpu torchvision==0.18.0 -e ." in guide
+    assert cli.install_command(list(records.values())) in guide
+    assert "snakemake --cores 3 --configfile reproduce.yaml" in guide
+    assert "2.14.1" not in guide
+    assert "--cores 8" not in guide
+
+
+def test_the_reproduction_guide_says_when_runs_recorded_different_versions():
+    from test_cli import valid_record
+
+    from reprogrid import provenance, reporting
+
+    records = {}
+    for seed, torch_version, threads in ((0, "2.3.0", 1), (1, "2.4.1", 2)):
+        record = valid_record()
+        record["run"] = f"arch=mlp/lr=0.003/seed={seed}"
+        record["config"]["train"]["seed"] = seed
+        record["config"]["resources"]["threads"] = threads
+        record["packages"]["torch"] = torch_version
+        records[record["run"]] = provenance.from_dict(record)
+    config = {key: {} for key in ("experiment", "data", "grid", "train", "analysis")}
+    guide = reporting.reproduction_guide("tiny", config, records, pd.DataFrame({"n": [2]}))
+    assert "torch 2.3.0 or 2.4.1 (the runs differ)" in guide
+    assert "1 or 2 thread(s) per run" in guide
+    assert "snakemake --cores 2 --configfile" in guide
+
+
+def test_aggregating_a_run_recorded_by_an_older_reprogrid_fails_in_one_line(
+    tmp_path, monkeypatch, caplog
+):
+    from reprogrid import paths
+    from reprogrid.jobs.analysis import aggregate_job
+
+    monkeypatch.chdir(tmp_path)
+    run = "arch=mlp/lr=0.003/seed=0"
+    folder = tmp_path / paths.run_dir("tiny", run)
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"status": "ok"}))
+    old = {"run": run, "seed": 0, "commit": None, "config": {"train": {"seed": 0}}}
+    (folder / "provenance.json").write_text(json.dumps(old))
+    status = aggregate_job(
+        experiment="tiny", runs=[run], axes=["arch", "lr"], analysis={}, repo=str(tmp_path),
+        outputs={},
+    )  # fmt: skip
+    assert status == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"reprogrid: {paths.run_dir('tiny', run)}/provenance.json: is a record of no `format`, "
+        "not of format 2 (an older reprogrid's run?); train the run again with this code"
+    ]

@@ -13,6 +13,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from conftest import snakemake, tiny_grid, write_config
+from reprogrid import provenance
 
 pytestmark = pytest.mark.workflow
 
@@ -42,9 +43,9 @@ def test_every_run_folder_is_complete(finished):
             "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
             "test_loss", "test_acc", "lr", "epoch_seconds",
         ]  # fmt: skip
-        provenance = json.loads((run / "provenance.json").read_text())
-        assert provenance["seed"] == int(run.name.split("=")[1])
-        assert len(provenance["data_sha256"]["prepared"]) == 64
+        record = provenance.read_run(run)
+        assert record.seed == int(run.name.split("=")[1])
+        assert len(record.data.prepared_sha256) == 64
         assert (run / "model.pt").stat().st_size > 0
         assert (run / "train.log").is_file()
         assert not (run / "checkpoint.pt").exists()

@@ -12,7 +12,7 @@ before use, and every value in the printed steps is shell-quoted.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import math
 import re
 import shlex
@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from reprogrid import audit, paths
+from reprogrid import audit, paths, provenance
+from reprogrid.provenance import shown
 
 CONFIG_NAME = "reproduce.yaml"
 LOG_NAME = "reproduce.log"
@@ -40,13 +41,6 @@ EXPERIMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # One value in a run id: a number, a name, true/false; never `.`, `..` or a leading `-`.
 AXIS_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 REMOTE_SCHEMES = ("https", "http", "ssh", "git", "file")
-JSON_KINDS = {
-    dict: "an object",
-    list: "a list",
-    str: "a string",
-    int: "an integer",
-    bool: "true or false",
-}
 MAX_THREADS = 1024
 MAX_GPUS = 64
 
@@ -60,16 +54,12 @@ class Plan:
     """Everything `reproduce` needs, read from one run folder."""
 
     run_dir: Path
-    record: dict[str, Any]
+    record: provenance.Provenance
     source: str
     commit: str
     patch: Path | None
     config: dict[str, Any]
     target: str
-
-    @property
-    def threads(self) -> int:
-        return self.record["config"]["resources"]["threads"]
 
 
 def _git_toplevel(folder: Path) -> str | None:
@@ -85,73 +75,31 @@ def _git_toplevel(folder: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def run_config(record: Mapping[str, Any], raw_dir: str | None) -> dict[str, Any]:
+def run_config(record: provenance.Provenance, raw_dir: str | None) -> dict[str, Any]:
     """A config file that makes Snakemake train exactly this run, under the same run id.
 
     Every axis named in the run id becomes a one-value grid axis, so the folder name comes
     out the same; every other training parameter is fixed under `train`.
     """
-    train = record["config"]["train"]
-    axes = list(paths.parse_run_id(record["run"]))
+    train = record.config.train
+    axes = list(paths.parse_run_id(record.run))
+    data = dataclasses.asdict(record.config.data)
     return {
-        "experiment": record["experiment"],
-        "data": {
-            **record["config"]["data"],
-            "raw_dir": raw_dir if raw_dir is not None else record["config"]["data"].get("raw_dir"),
-        },
+        "experiment": record.experiment,
+        "data": {**data, "raw_dir": raw_dir if raw_dir is not None else data["raw_dir"]},
         "grid": {axis: [train[axis]] for axis in axes},
         "train": {key: value for key, value in train.items() if key not in axes},
-        "resources": dict(record["config"]["resources"]),
+        "resources": dataclasses.asdict(record.config.resources),
         "analysis": {"criterion": None},
     }
 
 
-class _Fields:
-    """Typed reads of a provenance record; a bad field raises one line naming it."""
-
-    def __init__(self, record: Any, record_path: Path) -> None:
-        self.record = record
-        self.record_path = record_path
-        if not isinstance(record, dict):
-            self.refuse("", f"holds a JSON {type(record).__name__}, not an object")
-
-    def refuse(self, field: str, problem: str) -> None:
-        where = f"field `{field}` " if field else ""
-        raise ReproduceError(
-            f"refusing {self.record_path}: {where}{problem}; "
-            "a run folder from elsewhere is reproduced only when its record is well formed"
-        )
-
-    def get(self, field: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
-        value: Any = self.record
-        for part in field.split("."):
-            if not isinstance(value, dict) or part not in value:
-                self.refuse(field, "is missing")
-            value = value[part]
-        if value is None and optional:
-            return None
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            names = " or ".join(JSON_KINDS[k] for k in kinds)
-            self.refuse(field, f"must be {names}, not {_shown(value)}")
-        return value
-
-    def matching(self, field: str, pattern: re.Pattern, what: str, optional=False) -> Any:
-        value = self.get(field, str, optional)
-        if value is not None and not pattern.fullmatch(value):
-            self.refuse(field, f"is not {what}: {_shown(value)}")
-        return value
-
-    def count(self, field: str, low: int, high: int) -> int:
-        value = self.get(field, int)
-        if not low <= value <= high:
-            self.refuse(field, f"must be from {low} to {high}, not {value}")
-        return value
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _refuse(record_path: Path, field: str, problem: str) -> ReproduceError:
+    where = f"field `{field}` " if field else ""
+    return ReproduceError(
+        f"refusing {record_path}: {where}{problem}; "
+        "a run folder from elsewhere is reproduced only when its record is well formed"
+    )
 
 
 def _control_characters(value: Any, field: str) -> str | None:
@@ -173,27 +121,31 @@ def _control_characters(value: Any, field: str) -> str | None:
     return None
 
 
-def _check_run_id(fields: _Fields, folder: Path) -> None:
-    run = fields.get("run", str)
+def _check_run_id(record: provenance.Provenance, record_path: Path, folder: Path) -> None:
+    run = record.run
     if not re.fullmatch(paths.RUN_ID_REGEX, run):
-        fields.refuse("run", f"is not a run id like arch=cnn/lr=0.001/seed=0: {_shown(run)}")
+        raise _refuse(
+            record_path, "run", f"is not a run id like arch=cnn/lr=0.001/seed=0: {shown(run)}"
+        )
     parts = paths.parse_run_id(run)
     for value in parts.values():
         if not AXIS_VALUE.fullmatch(value):
-            fields.refuse("run", f"holds a value that is no number or name: {_shown(value)}")
-    train = fields.get("config.train", dict)
+            raise _refuse(
+                record_path, "run", f"holds a value that is no number or name: {shown(value)}"
+            )
+    train = record.config.train
     for axis, value in parts.items():
         if axis not in train or paths.format_value(train[axis]) != value:
-            fields.refuse("run", f"says {axis}={value} but config.train does not")
+            raise _refuse(record_path, "run", f"says {axis}={value} but config.train does not")
     if folder.resolve().parts[-len(parts) :] != tuple(run.split("/")):
-        fields.refuse(
+        raise _refuse(
+            record_path,
             "run",
             f"is {run} but the folder is {folder}; keep a run in the folder named after it",
         )
 
 
-def _check_remote(fields: _Fields) -> None:
-    remote = fields.get("git.remote", str, optional=True)
+def _check_remote(remote: str | None, record_path: Path) -> None:
     if remote is None:
         return
     scheme = urlsplit(remote).scheme if "://" in remote else None
@@ -204,20 +156,23 @@ def _check_remote(fields: _Fields) -> None:
         or (scheme is not None and scheme not in REMOTE_SCHEMES)
         or any(ord(ch) < 32 or ord(ch) == 127 for ch in remote)
     ):
-        fields.refuse(
-            "git.remote",
+        raise _refuse(
+            record_path,
+            "code.remote",
             f"is not a plain {'/'.join(REMOTE_SCHEMES)} URL, scp-style address or path: "
-            f"{_shown(remote)}",
+            f"{shown(remote)}",
         )
 
 
-def _check_patch(fields: _Fields, folder: Path) -> Path:
-    name = fields.get("git.patch", str, optional=True) or paths.DIFF_PATCH
+def _check_patch(record: provenance.Provenance, record_path: Path, folder: Path) -> Path:
+    name = record.code.patch or paths.DIFF_PATCH
     relative = PurePosixPath(name)
     inside = folder.resolve()
     patch = (inside / name).resolve()
     if relative.is_absolute() or ".." in relative.parts or not patch.is_relative_to(inside):
-        fields.refuse("git.patch", f"must name a file inside the run folder: {_shown(name)}")
+        raise _refuse(
+            record_path, "code.patch", f"must name a file inside the run folder: {shown(name)}"
+        )
     if not patch.is_file():
         raise ReproduceError(
             f"the run was made on a dirty tree but {patch} is missing; "
@@ -226,45 +181,58 @@ def _check_patch(fields: _Fields, folder: Path) -> Path:
     return patch
 
 
-def read_record(folder: Path) -> dict[str, Any]:
-    """The run's provenance.json, every field `reproduce` reads checked; one line if not."""
-    record_path = folder / "provenance.json"
+def _matching(
+    record_path: Path, field: str, value: str | None, pattern: re.Pattern, what: str
+) -> None:
+    if value is None or not pattern.fullmatch(value):
+        raise _refuse(record_path, field, f"is not {what}: {shown(value)}")
+
+
+def _count(record_path: Path, field: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise _refuse(record_path, field, f"must be from {low} to {high}, not {value}")
+
+
+def read_record(folder: Path) -> provenance.Provenance:
+    """The run's provenance.json, read as a `Provenance` and every field `reproduce` uses
+    checked for what it may hold (a commit, a run id of this folder, version numbers, a
+    remote git can clone without running anything, ...); one line if not."""
+    record_path = folder / paths.PROVENANCE
     if not record_path.is_file():
         raise ReproduceError(
             f"{folder} holds no provenance.json; only a finished run can be reproduced"
         )
     try:
-        record = json.loads(record_path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as err:
-        raise ReproduceError(f"cannot read {record_path}: {err}") from None
-    fields = _Fields(record, record_path)
-    if record.get("commit") is None:
+        record = provenance.read(record_path)
+    except provenance.ProvenanceError as err:
+        raise _refuse(record_path, err.field, err.problem) from None
+    if record.commit is None:
         raise ReproduceError(
             f"{record_path} records no git commit (the run was not made in a git checkout); "
             "the code that produced it cannot be pinned"
         )
-    fields.matching("commit", COMMIT, "a 40-digit hexadecimal git commit")
-    fields.matching("experiment", EXPERIMENT, "an experiment name")
-    _check_run_id(fields, folder)
-    fields.get("dirty", bool)
-    fields.get("git", dict)
-    _check_remote(fields)
-    for field in ("machine.torch", "machine.python"):
-        fields.matching(field, VERSION, "a version number")
-    for name in ("torch", "torchvision"):
-        if name in fields.get("packages", dict):
-            fields.matching(f"packages.{name}", VERSION, "a version number")
-    fields.count("config.resources.threads", 1, MAX_THREADS)
-    fields.count("config.resources.gpu", 0, MAX_GPUS)
-    fields.get("config.data", dict)
-    fields.get("config.data.raw_dir", str, optional=True)
-    untracked = fields.get("git.untracked_sources", list, optional=True) or []
-    if not all(isinstance(name, str) for name in untracked):
-        fields.refuse("git.untracked_sources", "must be a list of file names")
-    for field in ("config", "git"):
-        bad = _control_characters(record[field], field)
+    _matching(record_path, "code.commit", record.commit, COMMIT, "a 40-digit hexadecimal commit")
+    _matching(record_path, "experiment", record.experiment, EXPERIMENT, "an experiment name")
+    _check_run_id(record, record_path, folder)
+    if record.dirty is None:
+        raise _refuse(record_path, "code.dirty", "must be true or false for a commit")
+    _check_remote(record.code.remote, record_path)
+    _matching(record_path, "machine.python", record.python_version, VERSION, "a version number")
+    _matching(record_path, "packages.torch", record.torch_version, VERSION, "a version number")
+    if record.torchvision_version is not None:
+        _matching(
+            record_path,
+            "packages.torchvision",
+            record.torchvision_version,
+            VERSION,
+            "a version number",
+        )
+    _count(record_path, "config.resources.threads", record.threads, 1, MAX_THREADS)
+    _count(record_path, "config.resources.gpu", record.config.resources.gpu, 0, MAX_GPUS)
+    for field in ("config", "code"):
+        bad = _control_characters(dataclasses.asdict(getattr(record, field)), field)
         if bad:
-            fields.refuse(bad, "holds a control character (a newline, say)")
+            raise _refuse(record_path, bad, "holds a control character (a newline, say)")
     return record
 
 
@@ -281,28 +249,37 @@ def plan(run_dir: str | Path, source: str | None, raw_dir: str | None) -> Plan:
             "e.g. results/<experiment>/runs/arch=cnn/lr=0.001/seed=0"
         )
     record = read_record(folder)
-    record_path = folder / "provenance.json"
-    source = source or record["git"].get("remote") or _git_toplevel(folder.resolve())
+    source = source or record.code.remote or _git_toplevel(folder.resolve())
     if not source:
         raise ReproduceError(
-            f"{record_path} records no remote and {folder} is not inside a git checkout; "
-            "pass --source <repository URL or path>"
+            f"{folder / paths.PROVENANCE} records no remote and {folder} is not inside a git "
+            "checkout; pass --source <repository URL or path>"
         )
-    patch = _check_patch(_Fields(record, record_path), folder) if record["dirty"] else None
+    patch = _check_patch(record, folder / paths.PROVENANCE, folder) if record.dirty else None
     return Plan(
         run_dir=folder.resolve(),
         record=record,
         source=source,
-        commit=record["commit"],
+        commit=record.code.commit,
         patch=patch,
         config=run_config(record, raw_dir),
-        target=paths.run_file(record["experiment"], record["run"], "model.pt"),
+        target=paths.run_file(record.experiment, record.run, "model.pt"),
     )
 
 
-def _install_command(record: Mapping[str, Any]) -> str:
-    packages = record.get("packages", {})
-    pins = [f"{name}=={packages[name]}" for name in ("torch", "torchvision") if name in packages]
+def install_command(records: Sequence[provenance.Provenance]) -> str:
+    """The shell line that installs the checkout with the torch and torchvision `records` used.
+
+    Where runs recorded different versions, the first run's are pinned.
+    """
+    pins = [
+        f"{name}=={version}"
+        for name, version in (
+            ("torch", records[0].torch_version),
+            ("torchvision", records[0].torchvision_version),
+        )
+        if version is not None
+    ]
     return "python3 -m venv .venv && .venv/bin/pip install " + shlex.join([*pins, "-e", "."])
 
 
@@ -310,7 +287,7 @@ def snakemake_args(the_plan: Plan) -> list[str]:
     """The Snakemake arguments that build the run's weights from the written config file."""
     return [
         "--cores",
-        str(the_plan.threads),
+        str(the_plan.record.threads),
         the_plan.target,
         "--configfile",
         CONFIG_NAME,
@@ -325,21 +302,21 @@ def _config_text(config: Mapping[str, Any]) -> str:
 def script(the_plan: Plan, workdir: str) -> str:
     """The steps as a shell script a person can read and paste."""
     lines = [
-        f"# Reproduce run {the_plan.record['run']} of experiment {the_plan.record['experiment']}",
+        f"# Reproduce run {the_plan.record.run} of experiment {the_plan.record.experiment}",
         f"git clone -- {shlex.quote(the_plan.source)} {shlex.quote(workdir)}",
         f"cd -- {shlex.quote(workdir)}",
         f"git checkout {shlex.quote(the_plan.commit)}",
     ]
     if the_plan.patch is not None:
         lines.append(f"git apply {shlex.quote(str(the_plan.patch))}")
-    untracked = the_plan.record["git"].get("untracked_sources") or []
+    untracked = the_plan.record.code.untracked_sources
     if untracked:
         lines.append(
             "# warning: these untracked files existed when the run was made and are not "
             f"recorded; copy them in: {shlex.join(untracked)}"
         )
     lines += [
-        _install_command(the_plan.record),
+        install_command([the_plan.record]),
         f"cat > {CONFIG_NAME} <<'EOF'",
         _config_text(the_plan.config).rstrip(),
         "EOF",
@@ -383,7 +360,7 @@ def execute(the_plan: Plan, workdir: Path) -> bool:
         _step(["git", "apply", str(the_plan.patch)], workdir, log)
     import torch
 
-    recorded = the_plan.record["machine"]["torch"]
+    recorded = the_plan.record.torch_version
     if torch.__version__ != recorded:
         print(f"warning: this Python has torch {torch.__version__}, the run used {recorded}")
     (workdir / CONFIG_NAME).write_text(_config_text(the_plan.config), encoding="utf-8")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reprogrid import paths, stats
+from reprogrid import paths, provenance, stats
 
 METRIC_FIELDS = ("status", *stats.METRICS, "best_epoch", "epochs_run", "train_seconds")
 RUN_COLUMNS = (
@@ -21,29 +21,23 @@ RUN_COLUMNS = (
 )
 
 
-def _axis_values(provenance: dict, axes: Sequence[str]) -> dict:
-    train = provenance["config"]["train"]
-    return {axis: train[axis] for axis in axes}
-
-
 def runs_table(run_dirs: Iterable[tuple[str, str | Path]], axes: Sequence[str]) -> pd.DataFrame:
     """One row per run: its id, axis values, status, metrics, seconds and code version."""
     rows = []
     for run, folder in run_dirs:
         folder = Path(folder)
         metrics = json.loads((folder / "metrics.json").read_text())
-        provenance = json.loads((folder / "provenance.json").read_text())
-        slurm = provenance.get("slurm") or {}
+        record = provenance.read_run(folder)
         rows.append(
             {
                 "run": run,
-                **_axis_values(provenance, axes),
+                **record.axis_values(axes),
                 **{key: metrics.get(key) for key in METRIC_FIELDS},
-                "threads": provenance["config"]["resources"]["threads"],
-                "device": provenance["machine"]["device"],
-                "commit": provenance.get("commit"),
-                "dirty": provenance.get("dirty"),
-                "slurm_job_id": slurm.get("job_id"),
+                "threads": record.threads,
+                "device": record.device,
+                "commit": record.commit,
+                "dirty": record.dirty,
+                "slurm_job_id": record.slurm_job_id,
             }
         )
     return pd.DataFrame(rows, columns=["run", *axes, *RUN_COLUMNS])
@@ -56,10 +50,10 @@ def histories_table(
     frames = []
     for run, folder in run_dirs:
         folder = Path(folder)
-        provenance = json.loads((folder / "provenance.json").read_text())
+        record = provenance.read_run(folder)
         # The curve's own `lr` column (the rate in force each epoch) would clash with the axis.
         history = pd.read_csv(folder / "history.csv").rename(columns={"lr": "epoch_lr"})
-        for axis, value in reversed(list(_axis_values(provenance, axes).items())):
+        for axis, value in reversed(list(record.axis_values(axes).items())):
             history.insert(0, axis, value)
         history.insert(0, "run", run)
         frames.append(history)

@@ -23,6 +23,7 @@ RUN_FILES = ("metrics.json", "history.csv", "model.pt", "provenance.json")
 CHECKPOINT = "checkpoint.pt"
 TRAIN_LOG = "train.log"
 DIFF_PATCH = "uncommitted.patch"
+PROVENANCE = "provenance.json"
 
 # Figures (PNG for the report, PDF for a thesis) and tables, under reports/<experiment>/.
 REPORT_FIGURES = {

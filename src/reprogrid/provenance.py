@@ -1,22 +1,34 @@
 """What produced a result: code version, machine, software, data, configuration.
 
+A run's record, `provenance.json`, is a `Provenance`: `build_record` makes it when the run
+ends, `read` reads one back with every field's type checked. Each fact sits in one place
+(the seed in `config.train`, the commit in `code`, the host in `machine`, Slurm's job in
+`env`); readers ask the record's properties rather than walking its keys.
+
 Nothing secret is recorded: no dump of the environment, only the variables named in
 `ENV_ALLOWLIST`, and remote URLs lose any credentials they carry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.metadata
+import json
 import os
 import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from reprogrid import atomic, paths
 
 # Variables that describe where and how a job ran, and never hold secrets.
 ENV_ALLOWLIST = (
@@ -143,7 +155,10 @@ def _cpu_name() -> str:
 
 
 def machine(device: str) -> dict[str, Any]:
-    """Python, platform, host, CPU and the torch/CUDA/cuDNN stack, with GPU names."""
+    """Python, platform, host, CPU, the CUDA/cuDNN torch runs on, the device and GPU names.
+
+    torch's own version is in `packages`, with every other distribution's.
+    """
     import torch
 
     cuda = torch.cuda.is_available()
@@ -153,30 +168,374 @@ def machine(device: str) -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "device": device,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         if cuda
         else [],
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
-def slurm() -> dict[str, Any] | None:
-    """The Slurm job this runs in, or None outside Slurm."""
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job:
-        return None
-    return {
-        "job_id": job,
-        "node": os.environ.get("SLURMD_NODENAME") or os.environ.get("SLURM_JOB_NODELIST"),
-        "partition": os.environ.get("SLURM_JOB_PARTITION"),
-        "restart_count": os.environ.get("SLURM_RESTART_COUNT"),
     }
 
 
 def environment_variables() -> dict[str, str]:
     """The allow-listed environment variables that are set."""
     return {name: os.environ[name] for name in ENV_ALLOWLIST if name in os.environ}
+
+
+# The shape of provenance.json; a record of another shape (an older reprogrid's) is refused.
+FORMAT = 2
+
+
+class ProvenanceError(ValueError):
+    """A provenance.json that is not a well-formed record; the message names the field."""
+
+    def __init__(self, path: str | Path, problem: str, field: str = "") -> None:
+        self.path, self.problem, self.field = str(path), problem, field
+        where = f"field `{field}` " if field else ""
+        super().__init__(f"{path}: {where}{problem}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data a run trained on, as configured: the config file's `data` section."""
+
+    dataset: str
+    raw_dir: str | None
+    verify: bool
+    val_fraction: float
+    split_seed: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the run was given: CPU threads (torch uses exactly these) and GPUs."""
+
+    threads: int
+    gpu: int
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration of the run; `train` holds every training parameter."""
+
+    data: DataConfig
+    train: dict[str, Any]
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class CodeVersion:
+    """The code as seen at one moment: commit, dirty flag, the train job's code fingerprint."""
+
+    commit: str | None
+    dirty: bool | None
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Code:
+    """The code that trained, as it was when the run started.
+
+    `commit` and `dirty` are None outside a git checkout; `patch` names the file in the run
+    folder that holds the uncommitted diff (None on a clean tree). `at_end` is None when the
+    code was the same when the run ended, else what it was then.
+    """
+
+    commit: str | None
+    dirty: bool | None
+    branch: str | None
+    remote: str | None
+    untracked_sources: list[str]
+    patch: str | None
+    fingerprint: str
+    at_end: CodeVersion | None
+
+    @property
+    def changed_during_run(self) -> bool:
+        return self.at_end is not None
+
+
+@dataclass(frozen=True)
+class Data:
+    """The bytes the run read: sha256 of each raw file by name, and of the prepared data."""
+
+    raw_sha256: dict[str, str]
+    prepared_sha256: str
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where it ran: host, CPU, device, GPUs, Python and the CUDA/cuDNN torch used."""
+
+    hostname: str
+    platform: str
+    cpu: str
+    cpu_count: int | None
+    device: str
+    gpus: list[str]
+    python: str
+    cuda: str | None
+    cudnn: int | None
+
+
+@dataclass(frozen=True)
+class Command:
+    """The command line of the job, and the output Snakemake asked it for."""
+
+    argv: list[str]
+    target: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """The training job: when, the epoch a checkpoint resumed it from, its model's size."""
+
+    started: str
+    finished: str
+    resumed_from_epoch: int | None
+    model_parameters: int
+    command: Command
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """One run's record: everything that produced its weights, each fact once."""
+
+    run: str
+    experiment: str
+    config: Config
+    code: Code
+    data: Data
+    machine: Machine
+    job: Job
+    env: dict[str, str]
+    packages: dict[str, str]
+
+    @property
+    def seed(self) -> int:
+        return self.config.train["seed"]
+
+    @property
+    def threads(self) -> int:
+        return self.config.resources.threads
+
+    @property
+    def dataset(self) -> str:
+        return self.config.data.dataset
+
+    @property
+    def deterministic(self) -> bool | None:
+        return self.config.train.get("deterministic")
+
+    @property
+    def commit(self) -> str | None:
+        return self.code.commit
+
+    @property
+    def dirty(self) -> bool | None:
+        return self.code.dirty
+
+    @property
+    def device(self) -> str:
+        return self.machine.device
+
+    @property
+    def python_version(self) -> str:
+        return self.machine.python
+
+    @property
+    def torch_version(self) -> str | None:
+        return self.packages.get("torch")
+
+    @property
+    def torchvision_version(self) -> str | None:
+        return self.packages.get("torchvision")
+
+    @property
+    def slurm_job_id(self) -> str | None:
+        """The Slurm job the run trained in (None outside Slurm), from its environment."""
+        return self.env.get("SLURM_JOB_ID")
+
+    @property
+    def slurm_node(self) -> str | None:
+        return self.env.get("SLURMD_NODENAME") or self.env.get("SLURM_JOB_NODELIST")
+
+    def axis_values(self, axes: Sequence[str]) -> dict[str, Any]:
+        """The run's value of each grid axis in `axes` (a training parameter each)."""
+        return {axis: self.config.train[axis] for axis in axes}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as provenance.json holds it: `format` first, then every field."""
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+    def write(self, path: str | Path) -> None:
+        """Write the record to `path` atomically."""
+        atomic.write_json(path, self.to_dict())
+
+
+def build_record(
+    *,
+    run: str,
+    experiment: str,
+    params: Mapping[str, Any],
+    split: Mapping[str, Any],
+    checks: Mapping[str, Any],
+    threads: int,
+    gpus: int,
+    device: str,
+    code: Mapping[str, Any],
+    code_at_end: Mapping[str, Any],
+    started: str,
+    resumed_from_epoch: int | None,
+    model_parameters: int,
+    target: str,
+) -> Provenance:
+    """The record of a run that ends now, on this machine, in this environment.
+
+    `checks` is the data step's record (checks.json); `code` and `code_at_end` are
+    `git_state`s with the code `fingerprint` added, taken when the run started and ended.
+    """
+    changed = not (
+        same_code(code, code_at_end) and code["fingerprint"] == code_at_end["fingerprint"]
+    )
+    return Provenance(
+        run=run,
+        experiment=experiment,
+        config=Config(
+            data=DataConfig(
+                dataset=checks["dataset"],
+                raw_dir=checks["raw_dir"],
+                verify=checks["verify"],
+                val_fraction=split["val_fraction"],
+                split_seed=split["split_seed"],
+            ),
+            train=dict(params),
+            resources=Resources(threads=threads, gpu=gpus),
+        ),
+        code=Code(
+            commit=code["commit"],
+            dirty=code["dirty"],
+            branch=code["branch"],
+            remote=code["remote"],
+            untracked_sources=list(code["untracked_sources"]),
+            patch=paths.DIFF_PATCH if code["diff"] else None,
+            fingerprint=code["fingerprint"],
+            at_end=CodeVersion(
+                commit=code_at_end["commit"],
+                dirty=code_at_end["dirty"],
+                fingerprint=code_at_end["fingerprint"],
+            )
+            if changed
+            else None,
+        ),
+        data=Data(raw_sha256=dict(checks["raw_sha256"]), prepared_sha256=checks["prepared_sha256"]),
+        machine=Machine(**machine(device)),
+        job=Job(
+            started=started,
+            finished=now(),
+            resumed_from_epoch=resumed_from_epoch,
+            model_parameters=model_parameters,
+            command=Command(argv=list(sys.argv), target=target),
+        ),
+        env=environment_variables(),
+        packages=packages(),
+    )
+
+
+JSON_KINDS = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+}
+
+
+def shown(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _typed(path: str | Path, kind: Any, value: Any, field: str) -> Any:
+    """`value` read as `kind` (a dataclass, a built-in, a union, list[...] or dict[str, ...])."""
+    if kind is Any:
+        return value
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            if _is(value, _json_kind(option)):
+                return _typed(path, option, value, field)
+        names = " or ".join(JSON_KINDS[_json_kind(option)] for option in args)
+        raise ProvenanceError(path, f"must be {names}, not {shown(value)}", field)
+    if not _is(value, _json_kind(kind)):
+        raise ProvenanceError(
+            path, f"must be {JSON_KINDS[_json_kind(kind)]}, not {shown(value)}", field
+        )
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        for key in value:
+            if key not in hints:
+                raise ProvenanceError(path, "is not a field of this record", _join(field, key))
+        names = [f.name for f in dataclasses.fields(kind)]
+        for name in names:
+            if name not in value:
+                raise ProvenanceError(path, "is missing", _join(field, name))
+        return kind(**{n: _typed(path, hints[n], value[n], _join(field, n)) for n in names})
+    if origin is list:
+        return [_typed(path, args[0], item, f"{field}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        return {key: _typed(path, args[1], item, _join(field, key)) for key, item in value.items()}
+    return value
+
+
+def _json_kind(kind: Any) -> type:
+    """The Python type a JSON value of `kind` parses to: a dataclass is read from an object."""
+    base = typing.get_origin(kind) or kind
+    return dict if dataclasses.is_dataclass(base) else base
+
+
+def _join(field: str, key: str) -> str:
+    return f"{field}.{key}" if field else key
+
+
+def _is(value: Any, kind: type) -> bool:
+    """Whether a JSON value is of `kind`: true is no integer, and an integer is a number."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, kind)
+
+
+def from_dict(record: Any, path: str | Path = "provenance record") -> Provenance:
+    """A parsed provenance.json as a `Provenance`; `ProvenanceError` names a bad field."""
+    if not isinstance(record, dict):
+        raise ProvenanceError(path, f"holds a JSON {type(record).__name__}, not an object")
+    if record.get("format") != FORMAT:
+        found = f"format {shown(record['format'])}" if "format" in record else "no `format`"
+        raise ProvenanceError(
+            path,
+            f"is a record of {found}, not of format {FORMAT} (an older reprogrid's run?); "
+            "train the run again with this code",
+        )
+    return _typed(path, Provenance, {k: v for k, v in record.items() if k != "format"}, "")
+
+
+def read(path: str | Path) -> Provenance:
+    """The record at `path` (a provenance.json), every field's type checked.
+
+    A file that is missing, not JSON, or not of this `FORMAT` raises one `ProvenanceError`.
+    """
+    try:
+        record = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
+        raise ProvenanceError(path, f"cannot be read: {err}") from None
+    return from_dict(record, path)
+
+
+def read_run(folder: str | Path) -> Provenance:
+    """The record of the run in `folder`."""
+    return read(Path(folder) / paths.PROVENANCE)

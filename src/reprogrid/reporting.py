@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import markdown
 import pandas as pd
 import yaml
 
-from reprogrid import paths, stats
+from reprogrid import cli, paths, provenance, stats
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -135,49 +134,63 @@ def conclusion_html(conclusion: Mapping[str, Any]) -> str:
 
 
 def provenance_table(
-    runs: pd.DataFrame, provenances: Mapping[str, Mapping[str, Any]]
+    runs: pd.DataFrame, provenances: Mapping[str, provenance.Provenance]
 ) -> pd.DataFrame:
     """Per run: commit, dirty flag, host, device, versions, Slurm job."""
     rows = []
     for run in runs["run"]:
         record = provenances[run]
-        machine = record["machine"]
         rows.append(
             {
                 "run": run,
-                "commit": (record.get("commit") or "none")[:12],
-                "dirty": record.get("dirty"),
-                "host": machine["hostname"],
-                "device": machine["device"],
-                "torch": machine["torch"],
-                "cuda": machine["cuda"] or "-",
-                "python": machine["python"],
-                "threads": record["config"]["resources"]["threads"],
-                "deterministic": record["deterministic"],
-                "slurm job": (record.get("slurm") or {}).get("job_id") or "-",
-                "resumed from epoch": record.get("resumed_from_epoch") or "-",
+                "commit": (record.commit or "none")[:12],
+                "dirty": record.dirty,
+                "host": record.machine.hostname,
+                "device": record.device,
+                "torch": record.torch_version or "-",
+                "cuda": record.machine.cuda or "-",
+                "python": record.python_version,
+                "threads": record.threads,
+                "deterministic": record.deterministic,
+                "slurm job": record.slurm_job_id or "-",
+                "resumed from epoch": record.job.resumed_from_epoch or "-",
             }
         )
     return pd.DataFrame(rows)
 
 
+def _recorded(values: Sequence[Any], what: str) -> str:
+    """The one value the runs recorded, or all of them when they differ."""
+    found = sorted({str(value) for value in values if value is not None})
+    if not found:
+        return f"{what} (not recorded)"
+    if len(found) == 1:
+        return f"{what} {found[0]}"
+    return f"{what} {' or '.join(found)} (the runs differ)"
+
+
 def reproduction_guide(
     experiment: str,
     config: Mapping[str, Any],
-    provenances: Mapping[str, Mapping[str, Any]],
+    provenances: Mapping[str, provenance.Provenance],
     summary_shown: pd.DataFrame,
 ) -> str:
-    """The exact steps that rebuild this experiment, with the results to expect (Markdown)."""
-    commits = sorted({p.get("commit") for p in provenances.values() if p.get("commit")})
-    remotes = sorted(
-        {p["git"].get("remote") for p in provenances.values() if p["git"].get("remote")}
-    )
-    dirty = sorted(run for run, p in provenances.items() if p.get("dirty"))
-    first = next(iter(provenances.values()))
+    """The exact steps that rebuild this experiment, with the results to expect (Markdown).
+
+    The versions, threads and cores are those the runs recorded: `--cores` is the most
+    threads one run used, so every run gets its own threads again.
+    """
+    records = list(provenances.values())
+    commits = sorted({r.commit for r in records if r.commit})
+    remotes = sorted({r.code.remote for r in records if r.code.remote})
+    dirty = sorted(run for run, r in provenances.items() if r.dirty)
+    threads = sorted({r.threads for r in records})
     resolved = {key: config[key] for key in ("experiment", "data", "grid", "train", "analysis")}
     lines = [
-        f"Python {first['machine']['python']}, torch {first['machine']['torch']}, "
-        f"{first['config']['resources']['threads']} thread(s) per run "
+        f"{_recorded([r.python_version for r in records], 'Python')}, "
+        f"{_recorded([r.torch_version for r in records], 'torch')}, "
+        f"{_recorded([r.torchvision_version for r in records], 'torchvision')}, "
+        f"{' or '.join(map(str, threads))} thread(s) per run "
         "(CPU results are bit-identical for the same threads, hardware and versions).",
         "",
     ]
@@ -202,9 +215,12 @@ def reproduction_guide(
         "```bash",
         f"git clone {remotes[0] if remotes else '<repository>'} reprogrid && cd reprogrid",
         f"git checkout {commits[0] if commits else '<commit>'}",
-        "python3 -m venv .venv && .venv/bin/pip install torch==2.14.1 torchvision==0.29.1 -e .",
-        'PATH="$PWD/.venv/bin:$PATH" snakemake --cores 8 --configfile reproduce.yaml',
+        cli.install_command(records),
+        f'PATH="$PWD/.venv/bin:$PATH" snakemake --cores {threads[-1]} --configfile reproduce.yaml',
         "```",
+        "",
+        f"`--cores {threads[-1]}` gives every run the threads it recorded; more cores train "
+        "runs side by side, with the same results.",
         "",
         "```yaml",
         yaml.safe_dump(resolved, sort_keys=False).rstrip(),
@@ -225,5 +241,8 @@ def markdown_page(title: str, text: str) -> str:
     return page(title, markdown.markdown(text, extensions=["tables", "fenced_code"]))
 
 
-def read_provenances(folders: Sequence[tuple[str, str | Path]]) -> dict[str, dict]:
-    return {run: json.loads((Path(f) / "provenance.json").read_text()) for run, f in folders}
+def read_provenances(
+    folders: Sequence[tuple[str, str | Path]],
+) -> dict[str, provenance.Provenance]:
+    """Each run's record, by run id."""
+    return {run: provenance.read_run(folder) for run, folder in folders}

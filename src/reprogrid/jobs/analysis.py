@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import pandas as pd
 
 from reprogrid import atomic, collect, provenance, stats
+
+log = logging.getLogger("reprogrid")
 
 
 def _write_csv(path: str, table) -> None:
@@ -28,10 +31,15 @@ def aggregate_job(
     """Tables of the whole grid: runs, curves, summary over seeds, best settings, comparisons.
 
     `repo` is the workflow's checkout: the conclusion warns about runs whose recorded commit
-    is not the one checked out there now.
+    is not the one checked out there now. A run record that cannot be read (one of an older
+    reprogrid, kept by `--rerun-triggers` without `params`) ends the job in one line: 1.
     """
     folders = collect.run_folders(experiment, runs)
-    table = collect.runs_table(folders, [*axes, "seed"])
+    try:
+        table = collect.runs_table(folders, [*axes, "seed"])
+    except provenance.ProvenanceError as err:
+        log.error("reprogrid: %s", err)
+        return 1
     summary = stats.summarise(table, axes, analysis["confidence"])
     best = stats.select_best(summary, axes)
     comparisons = stats.compare(table, best, axes, analysis["confidence"], analysis["alpha"])

@@ -16,41 +16,41 @@ from reprogrid.logs import setup_logging
 log = logging.getLogger("reprogrid")
 
 
-def _notes(record: Mapping[str, Any], prepared_sha: str, commit: str | None, device: str) -> str:
+def _notes(
+    record: provenance.Provenance, prepared_sha: str, commit: str | None, device: str
+) -> str:
     """What differs between the run's record and the audit's conditions, in words."""
     notes = []
-    if record["machine"]["device"].split(":")[0] != device.split(":")[0]:
-        notes.append(f"run trained on {record['machine']['device']}, audited on {device}")
-    if record["data_sha256"]["prepared"] != prepared_sha:
+    if record.device.split(":")[0] != device.split(":")[0]:
+        notes.append(f"run trained on {record.device}, audited on {device}")
+    if record.data.prepared_sha256 != prepared_sha:
         notes.append("the prepared data differ from the run's")
-    if record.get("commit") != commit:
-        notes.append(
-            f"run made at commit {str(record.get('commit'))[:12]}, audited at {str(commit)[:12]}"
-        )
-    if record.get("dirty"):
+    if record.commit != commit:
+        notes.append(f"run made at commit {str(record.commit)[:12]}, audited at {str(commit)[:12]}")
+    if record.dirty:
         notes.append("run made on a dirty tree")
     return "; ".join(notes)
 
 
 def retrain(
-    record: Mapping[str, Any], prepared: Mapping[str, Any], folder: Path, device: str
+    record: provenance.Provenance, prepared: Mapping[str, Any], folder: Path, device: str
 ) -> None:
     """Train a run again from its provenance record into `folder`, from nothing."""
-    cfg = record["config"]
+    cfg = record.config
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     result = training.train_one_run(
         prepared,
-        cfg["train"],
-        val_fraction=cfg["data"]["val_fraction"],
-        split_seed=cfg["data"]["split_seed"],
+        cfg.train,
+        val_fraction=cfg.data.val_fraction,
+        split_seed=cfg.data.split_seed,
         checkpoint_path=folder / paths.CHECKPOINT,
-        threads=cfg["resources"]["threads"],
+        threads=record.threads,
         device=device,
     )
     training.write_outputs(
         result,
-        cfg=cfg["train"],
+        cfg=cfg.train,
         num_classes=prepared["num_classes"],
         model_path=folder / "model.pt",
         history_path=folder / "history.csv",
@@ -105,7 +105,7 @@ def audit_job(
     rows = []
     for run in runs:
         stored = Path(paths.run_dir(experiment, run))
-        record = json.loads((stored / "provenance.json").read_text())
+        record = provenance.read_run(stored)
         folder = Path(scratch) / run
         log.info("auditing %s: retraining it in %s", run, folder)
         retrain(record, prepared, folder, device)

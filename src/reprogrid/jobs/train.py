@@ -81,13 +81,11 @@ def code_at_start(repo_dir: str, planned_code: str | None) -> dict[str, Any]:
     return code
 
 
-def code_at_end(code: Mapping[str, Any], repo_dir: str) -> tuple[dict[str, Any], bool]:
-    """The code as the job ends, and whether it changed since `code` (warned in the log)."""
+def code_at_end(code: Mapping[str, Any], repo_dir: str) -> dict[str, Any]:
+    """The code as the job ends; a change since `code` is warned in the log (and flagged in
+    the record, `code.at_end`)."""
     at_end = code_state(repo_dir)
-    changed = not (
-        provenance.same_code(code, at_end) and code["fingerprint"] == at_end["fingerprint"]
-    )
-    if changed:
+    if not (provenance.same_code(code, at_end) and code["fingerprint"] == at_end["fingerprint"]):
         log.warning(
             "the code changed while this run trained: commit %s (dirty: %s, code %s) at the "
             "start, commit %s (dirty: %s, code %s) at the end; the record names the start's",
@@ -98,7 +96,7 @@ def code_at_end(code: Mapping[str, Any], repo_dir: str) -> tuple[dict[str, Any],
             at_end["dirty"],
             at_end["fingerprint"],
         )
-    return at_end, changed
+    return at_end
 
 
 def write_patch(patch: Path, diff: str) -> None:
@@ -109,75 +107,13 @@ def write_patch(patch: Path, diff: str) -> None:
         patch.unlink(missing_ok=True)
 
 
-def provenance_record(
-    job: TrainJob,
-    *,
-    checks: Mapping[str, Any],
-    device: str,
-    code: Mapping[str, Any],
-    ended: tuple[Mapping[str, Any], bool],
-    result: RunResult,
-    started: str,
-) -> dict[str, Any]:
-    """What produced this run, from the code at the start and at the end (`ended`: the
-    state and whether it changed)."""
-    import torch
-
-    at_end, changed = ended
-    git = {key: value for key, value in code.items() if key != "fingerprint"}
-    machine = provenance.machine(device)
-    return {
-        "run": job.run,
-        "experiment": job.experiment,
-        "seed": job.params["seed"],
-        "config": {
-            "experiment": job.experiment,
-            "data": {
-                "dataset": checks["dataset"],
-                "raw_dir": checks.get("raw_dir"),
-                "verify": checks["verify"],
-                **job.split,
-            },
-            "train": dict(job.params),
-            "resources": {"threads": job.threads, "gpu": job.gpus},
-        },
-        "commit": git["commit"],
-        "dirty": git["dirty"],
-        "git": {
-            **{key: value for key, value in git.items() if key != "diff"},
-            "patch": paths.DIFF_PATCH if git["diff"] else None,
-        },
-        "code_fingerprint": code["fingerprint"],
-        "code_changed_during_run": changed,
-        "code_at_end": {
-            "commit": at_end["commit"],
-            "dirty": at_end["dirty"],
-            "fingerprint": at_end["fingerprint"],
-        },
-        "hostname": machine["hostname"],
-        "machine": machine,
-        "deterministic": job.params["deterministic"],
-        "data_sha256": {**checks["raw_sha256"], "prepared": checks["prepared_sha256"]},
-        "dataset": checks["dataset"],
-        "parameters": result.parameters,
-        "slurm": provenance.slurm(),
-        "env": provenance.environment_variables(),
-        "packages": provenance.packages(),
-        "resumed_from_epoch": result.resumed_from,
-        "started": started,
-        "finished": provenance.now(),
-        "command": {"argv": sys.argv, "target": job.outputs["metrics"]},
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 def write_run(
-    job: TrainJob, result: RunResult, record: Mapping[str, Any], num_classes: int
+    job: TrainJob, result: RunResult, record: provenance.Provenance, num_classes: int
 ) -> None:
     """Write the run's provenance and outputs (the metrics, its seal, last); drop its checkpoint."""
     from reprogrid import training
 
-    atomic.write_json(job.outputs["provenance"], record)
+    record.write(job.outputs["provenance"])
     training.write_outputs(
         result,
         cfg=job.params,
@@ -193,7 +129,7 @@ def train_job(job: TrainJob) -> int:
     """Train one run of the grid and write its outputs; the job's exit status.
 
     The code is looked at when the job starts and again when it ends: a change in between
-    (another commit, an edit) is flagged in the provenance as `code_changed_during_run`.
+    (another commit, an edit) is flagged in the provenance (`code.at_end`).
     A checkpoint resumes only if made with the same parameters, data and code.
     """
     # Imported here, once the command has set up the log, so a broken environment's
@@ -226,10 +162,23 @@ def train_job(job: TrainJob) -> int:
         log.info("%s", stop)
         return STOPPED_EXIT
 
-    ended = code_at_end(code, job.repo_dir)
+    at_end = code_at_end(code, job.repo_dir)
     write_patch(job.run_dir / paths.DIFF_PATCH, code["diff"])
-    record = provenance_record(
-        job, checks=checks, device=device, code=code, ended=ended, result=result, started=started
+    record = provenance.build_record(
+        run=job.run,
+        experiment=job.experiment,
+        params=job.params,
+        split=job.split,
+        checks=checks,
+        threads=job.threads,
+        gpus=job.gpus,
+        device=device,
+        code=code,
+        code_at_end=at_end,
+        started=started,
+        resumed_from_epoch=result.resumed_from,
+        model_parameters=result.parameters,
+        target=job.outputs["metrics"],
     )
     write_run(job, result, record, prepared["num_classes"])
     log.info("run %s finished: %s", job.run, result.metrics)
