@@ -28,12 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from reprogrid import (  # noqa: E402
-    atomic,
-    paths,
-    tracking,
-    training,
-)
+from reprogrid import atomic, paths, provenance, tracking, training  # noqa: E402
 from reprogrid import config as configuration  # noqa: E402
 from reprogrid.tracking import mlflow_export  # noqa: E402
 
@@ -70,25 +65,37 @@ def synthesise(root: Path, runs: int, epochs: int, seed: int) -> list[Path]:
                 "train_seconds": sum(row["epoch_seconds"] for row in history),
             },
         )
-        atomic.write_json(
-            folder / "provenance.json",
-            {
-                "run": run,
-                "experiment": EXPERIMENT,
-                "config": {
-                    "experiment": EXPERIMENT,
-                    "data": {"dataset": "mnist", "raw_dir": None, "val_fraction": 0.1},
-                    "train": train,
-                    "resources": {"threads": 1, "gpu": 0},
-                },
-                "commit": "0" * 40,
-                "dirty": False,
-                "git": {"remote": None, "patch": None},
-                "hostname": "bench",
-                "data_sha256": {"prepared": "f" * 64},
-                "finished": "2026-11-26T09:00:00+00:00",
+        code = {
+            "commit": "0" * 40,
+            "dirty": False,
+            "branch": "main",
+            "remote": None,
+            "untracked_sources": [],
+            "diff": "",
+            "fingerprint": "0" * 16,
+        }
+        provenance.build_record(
+            run=run,
+            experiment=EXPERIMENT,
+            params=train,
+            split={"val_fraction": 0.1, "split_seed": 0},
+            checks={
+                "dataset": "mnist",
+                "raw_dir": None,
+                "verify": True,
+                "raw_sha256": {},
+                "prepared_sha256": "f" * 64,
             },
-        )
+            threads=1,
+            gpus=0,
+            device="cpu",
+            code=code,
+            code_at_end=code,
+            started="2026-11-26T09:00:00+00:00",
+            resumed_from_epoch=None,
+            model_parameters=0,
+            target=str(folder / "metrics.json"),
+        ).write(folder / "provenance.json")
         folders.append(folder)
     return folders
 

@@ -109,7 +109,7 @@ def tracked_config(raw_dir: Path, mlflow_uri: str | None, **tracking_overrides) 
     }
     return {
         "experiment": EXPERIMENT,
-        "data": {"raw_dir": str(raw_dir)},
+        "data": {"raw_dir": str(raw_dir), "verify": False},
         "grid": {"seed": [0, 1], "arch": ["mlp"], "lr": [0.003]},
         "train": {"epochs": 2, "batch_size": 64},
         "analysis": {"criterion": None},

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from reprogrid import paths
+from reprogrid import paths, provenance
 
 TRACKERS = ("mlflow", "wandb")
 INSTALL_HINT = "pip install -e '.[tracking]'"
@@ -86,22 +86,23 @@ class RunFacts:
 
 
 def run_facts(run_dir: str | Path) -> RunFacts:
-    """Read a finished run's provenance.json into the facts a tracker carries."""
+    """A finished run's provenance record (`provenance.read_run`) in the terms a tracker needs."""
     folder = Path(run_dir)
-    record = _read_json(folder / "provenance.json")
-    git = record.get("git") or {}
-    patch_name = git.get("patch")
+    try:
+        record = provenance.read_run(folder)
+    except provenance.ProvenanceError as error:
+        raise TrackingError(str(error)) from None
     return RunFacts(
-        run=record["run"],
-        experiment=record["experiment"],
-        config=record["config"],
-        commit=record.get("commit"),
-        dirty=record.get("dirty"),
-        remote=git.get("remote"),
-        data_sha256=dict(record.get("data_sha256") or {}),
-        host=record.get("hostname"),
-        patch=folder / patch_name if patch_name else None,
-        finished=record.get("finished"),
+        run=record.run,
+        experiment=record.experiment,
+        config=record.to_dict()["config"],
+        commit=record.commit,
+        dirty=record.dirty,
+        remote=record.code.remote,
+        data_sha256={**record.data.raw_sha256, "prepared": record.data.prepared_sha256},
+        host=record.machine.hostname,
+        patch=folder / record.code.patch if record.code.patch else None,
+        finished=record.job.finished,
     )
 
 
