@@ -23,6 +23,7 @@ import torch
 
 from reprogrid import atomic, catalog, checkpoint, rawfiles
 from reprogrid.rawfiles import DataError
+from reprogrid.split import validation_count
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -182,7 +183,7 @@ def split_train_val(
     """Indices of the training and validation parts, the same for every run with this seed."""
     generator = torch.Generator().manual_seed(split_seed)
     order = torch.randperm(labels_count, generator=generator)
-    n_val = max(1, round(labels_count * val_fraction))
+    n_val = validation_count(labels_count, val_fraction)
     if n_val >= labels_count:
         raise DataError(
             f"val_fraction {val_fraction} leaves no training images out of {labels_count}"

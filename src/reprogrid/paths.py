@@ -8,7 +8,6 @@ default, so adding an axis that keeps yesterday's value moves no existing run.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +18,6 @@ REPORTS = "reports"
 # The axes every grid has; `seed` comes last so that one folder holds all seeds of a setting.
 CORE_AXES = ("arch", "lr", "seed")
 
-RUN_FILES = ("metrics.json", "history.csv", "model.pt", "provenance.json")
 CHECKPOINT = "checkpoint.pt"
 TRAIN_LOG = "train.log"
 DIFF_PATCH = "uncommitted.patch"
@@ -135,19 +133,3 @@ def report_file(experiment: str, name: str) -> str:
 
 def log_file(experiment: str, name: str) -> str:
     return f"logs/{experiment}/{name}.log"
-
-
-def export_pythonpath(src: str) -> None:
-    """Put `src` first on PYTHONPATH, for this process's children.
-
-    Rule scripts, local or on a cluster node, then import the package from the checkout
-    whose commit the provenance records, whatever environment runs them.
-    """
-    current = os.environ.get("PYTHONPATH", "")
-    if src not in current.split(os.pathsep):
-        os.environ["PYTHONPATH"] = os.pathsep.join(part for part in (src, current) if part)
-
-
-def export_interpreter(python: str) -> None:
-    """Name the Python that runs the train command, as $REPROGRID_PYTHON for child processes."""
-    os.environ["REPROGRID_PYTHON"] = python
