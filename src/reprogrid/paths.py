@@ -9,7 +9,8 @@ default, so adding an axis that keeps yesterday's value moves no existing run.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 RESULTS = "results"
 RESOURCES = "resources"
@@ -79,6 +80,21 @@ def run_dir(experiment: str, run: str) -> str:
 
 def run_file(experiment: str, run: str, name: str) -> str:
     return f"{run_dir(experiment, run)}/{name}"
+
+
+class RunFiles(NamedTuple):
+    """The files of one run that a job reads, as its rule declares them."""
+
+    metrics: str
+    history: str
+    provenance: str
+    model: str | None = None  # only the audit compares weights
+
+
+def files_in(folder: str | Path) -> RunFiles:
+    """The files of a run written into `folder` (a run folder, or an audit's scratch copy)."""
+    names = ("metrics.json", "history.csv", "provenance.json", "model.pt")
+    return RunFiles(*(f"{folder}/{name}" for name in names))
 
 
 def summary_file(experiment: str, name: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,5 +225,6 @@ def markdown_page(title: str, text: str) -> str:
     return page(title, markdown.markdown(text, extensions=["tables", "fenced_code"]))
 
 
-def read_provenances(folders: Sequence[tuple[str, str | Path]]) -> dict[str, dict]:
-    return {run: json.loads((Path(f) / "provenance.json").read_text()) for run, f in folders}
+def read_provenances(files: Iterable[tuple[str, str | Path]]) -> dict[str, dict]:
+    """Each run's provenance record, from (run id, provenance file) pairs."""
+    return {run: json.loads(Path(path).read_text()) for run, path in files}
