@@ -14,7 +14,6 @@ import importlib
 import math
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,6 @@ from reprogrid.split import validation_count
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 SIDE = 28
-
-
-@dataclass(frozen=True)
-class Split:
-    images: torch.Tensor  # uint8, (n, 28, 28)
-    labels: torch.Tensor  # int64, (n,)
 
 
 def sha256(path: str | Path) -> str:
@@ -80,7 +73,7 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
 
 
 def check_split(
-    name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, sources: tuple[Path, Path]
+    images: np.ndarray, labels: np.ndarray, num_classes: int, sources: tuple[Path, Path]
 ) -> None:
     """Refuse a split whose images and labels do not belong together."""
     image_file, label_file = sources
@@ -139,7 +132,7 @@ def prepare(
         image_file, label_file = files[f"{split}_images"].path, files[f"{split}_labels"].path
         images = read_idx(image_file, IMAGE_MAGIC)
         labels = read_idx(label_file, LABEL_MAGIC)
-        check_split(split, images, labels, spec.num_classes, (image_file, label_file))
+        check_split(images, labels, spec.num_classes, (image_file, label_file))
         arrays[split] = (images, labels)
 
     train_images = arrays["train"][0].astype(np.float64) / 255.0

@@ -162,7 +162,6 @@ def provenance_table(
 
 
 def reproduction_guide(
-    experiment: str,
     config: Mapping[str, Any],
     provenances: Mapping[str, Mapping[str, Any]],
     summary_shown: pd.DataFrame,

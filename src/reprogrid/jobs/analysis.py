@@ -131,7 +131,7 @@ def tables_job(
             warning + table(reporting.provenance_table(run_table, provenances)),
         ),
     )
-    guide = reporting.reproduction_guide(experiment, config, provenances, summary_shown)
+    guide = reporting.reproduction_guide(config, provenances, summary_shown)
     atomic.write_text(
         outputs["reproduction_html"],
         reporting.markdown_page(f"Reproducing {experiment}", guide),
