@@ -53,10 +53,11 @@ def test_the_shipped_config_is_valid_and_complete(schema):
 def test_planning_imports_nothing_heavy():
     """common.smk imports these while Snakemake plans, and again in every cluster job."""
     code = (
-        "import sys; import reprogrid.config, reprogrid.catalog, reprogrid.paths; "
+        "import sys, glue; from reprogrid import audit, catalog, config, config_errors, "
+        "fingerprint, grid, paths, rawfiles, split; "
         "print(sorted({'torch', 'pandas', 'numpy'} & set(sys.modules)))"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "workflow")])}
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
