@@ -55,7 +55,14 @@ def planning_project(tmp_path_factory, raw_dir):
 
 
 def nothing_written(folder: Path) -> bool:
-    return not any((folder / part).exists() for part in ("results", "reports", "resources"))
+    """No result, report or prepared data; only the raw-file digests an earlier plan cached."""
+    written = {
+        path.relative_to(folder).as_posix()
+        for part in ("results", "reports", "resources")
+        for path in (folder / part).rglob("*")
+        if path.is_file()
+    }
+    return written <= {paths.raw_digests()}
 
 
 REFUSALS = [
