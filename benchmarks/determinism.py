@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from reprogrid import checkpoint, data, training
+from reprogrid import checkpoint, data, grid, training
 from reprogrid import config as configuration
 
 REPO = Path(__file__).resolve().parents[1]
 # The schema's training defaults: the run a user gets unless the config says otherwise.
-DEFAULTS = configuration.train_defaults(
+DEFAULTS = grid.train_defaults(
     configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
 )
 

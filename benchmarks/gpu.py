@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO / "src"))
 
 import yaml  # noqa: E402
 
-from reprogrid import checkpoint, data, training  # noqa: E402
+from reprogrid import checkpoint, data, grid, training  # noqa: E402
 from reprogrid import config as configuration  # noqa: E402
 
-DEFAULTS = configuration.train_defaults(
+DEFAULTS = grid.train_defaults(
     configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
 )
 TARGET = 0.90

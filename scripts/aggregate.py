@@ -3,6 +3,7 @@
 import sys
 
 from reprogrid.logs import setup_logging
+from reprogrid.paths import RunFiles
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])
@@ -12,8 +13,12 @@ from reprogrid.jobs.analysis import aggregate_job  # noqa: E402
 
 sys.exit(
     aggregate_job(
-        experiment=sm.params.experiment,
-        runs=sm.params.runs,
+        run_files=[
+            (run, RunFiles(*files))
+            for run, *files in zip(
+                sm.params.runs, sm.input.metrics, sm.input.history, sm.input.provenance, strict=True
+            )
+        ],
         axes=sm.params.axes,
         analysis=sm.params.analysis,
         repo=sm.params.repo,

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from reprogrid.logs import setup_logging
+from reprogrid.paths import RunFiles
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])
@@ -13,8 +14,17 @@ from reprogrid.jobs.audit import audit_job  # noqa: E402
 
 sys.exit(
     audit_job(
-        experiment=sm.params.experiment,
-        runs=sm.params.runs,
+        stored=[
+            (run, RunFiles(*files))
+            for run, *files in zip(
+                sm.params.runs,
+                sm.input.metrics,
+                sm.input.history,
+                sm.input.provenance,
+                sm.input.models,
+                strict=True,
+            )
+        ],
         checks_path=sm.input.checks,
         prepared_path=sm.input.data,
         scratch=sm.params.scratch,

@@ -13,7 +13,7 @@ from reprogrid.jobs.analysis import tables_job  # noqa: E402
 sys.exit(
     tables_job(
         experiment=sm.params.experiment,
-        runs=sm.params.runs,
+        provenance_files=list(zip(sm.params.runs, sm.input.provenance, strict=True)),
         axes=sm.params.axes,
         config=sm.params.config,
         labbook=sm.input.labbook[0] if sm.input.labbook else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import yaml
 
 import idxdata
 from reprogrid import config as configuration
-from reprogrid import data, training
+from reprogrid import data, grid, training
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
@@ -74,9 +75,43 @@ def tiny_grid(raw_dir: Path, **overrides) -> dict:
     return config
 
 
+def small_grid(raw_dir: Path, **axes) -> dict:
+    """tiny_grid with the axes given, and no success criterion (it needs both archs)."""
+    return tiny_grid(raw_dir, grid=axes, analysis={"criterion": None})
+
+
+@pytest.fixture
+def schema() -> dict:
+    return SCHEMA
+
+
+@pytest.fixture
+def layers(tmp_path, raw_dir) -> tuple[Path, Path]:
+    """A base config file and an empty experiments folder, as in a project's config/."""
+    base = write_config(tmp_path, tiny_grid(raw_dir, experiment="default"), "config.yaml")
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    return base, experiments
+
+
+def resolve_layers(schema, layers, files=(), values=None) -> dict:
+    """The configuration `layers` resolve to, with `files` and `values` given on top."""
+    base, experiments = layers
+    return configuration.resolve(schema, base, experiments, files, values)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The jobs Snakemake plans, by rule, from the job stats table in its `output` (none: {})."""
+    if "Job stats:" not in output:
+        return {}
+    table = output.split("Job stats:", 1)[1].lstrip("\n").split("\n\n", 1)[0]
+    counts = re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)
+    return {rule: int(count) for rule, count in counts if rule != "total"}
+
+
 def train_params(**overrides) -> dict:
     """A run's complete training parameters: the schema's defaults, then `overrides`."""
-    return {**configuration.train_defaults(SCHEMA), **overrides}
+    return {**grid.train_defaults(SCHEMA), **overrides}
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,17 @@ a fresh grid, shows in the report, and fails naming the run whose weights were a
 
 from __future__ import annotations
 
+import html
 import io
 import json
+import re
 
 import pandas as pd
 import pytest
 import torch
 
 from conftest import copy_project, snakemake, tiny_grid, write_config
-from reprogrid import audit, checkpoint
+from reprogrid import audit, checkpoint, paths
 
 RUNS = [f"arch=mlp/lr=0.003/seed={seed}" for seed in range(3)]
 
@@ -37,9 +39,10 @@ def test_results_compare_bit_for_bit_except_timing(tmp_path):
     write_run(tmp_path / "b", {**metrics, "train_seconds": 9.0}, history.replace("1.5", "9.0"))
     write_run(tmp_path / "c", {**metrics, "test_acc": 0.8125000000000001}, history)
     write_run(tmp_path / "d", metrics, history.replace("0.8125,", "0.8126,"))
-    assert audit.same_results(tmp_path / "a", tmp_path / "b")
-    assert not audit.same_results(tmp_path / "a", tmp_path / "c")
-    assert not audit.same_results(tmp_path / "a", tmp_path / "d")
+    stored = paths.files_in(tmp_path / "a")
+    assert audit.same_results(stored, paths.files_in(tmp_path / "b"))
+    assert not audit.same_results(stored, paths.files_in(tmp_path / "c"))
+    assert not audit.same_results(stored, paths.files_in(tmp_path / "d"))
 
 
 def test_the_failure_message_is_one_line_naming_every_failed_run():
@@ -91,8 +94,11 @@ def test_the_audit_passes_on_a_fresh_grid(audited):
 
 @pytest.mark.workflow
 def test_the_report_shows_the_audit_under_reproduction(audited):
-    assert "audit.html" in audited["report"]
-    assert "Reproduction" in audited["report"]
+    # The report's categories, as Snakemake embeds them: category -> subcategory -> paths.
+    found = re.search(r"var categories = (\{.*\});", audited["report"])
+    categories = json.loads(html.unescape(found.group(1)))
+    shown = [path for paths in categories["Reproduction"].values() for path in paths]
+    assert "results/tiny/audit/audit.html" in shown
 
 
 @pytest.mark.workflow

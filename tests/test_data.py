@@ -504,3 +504,16 @@ def test_an_empty_file_stops_the_data_step_and_its_log_says_which(tmp_path, raw_
     assert message in log.read_text(encoding="utf-8")
     assert message in output
     assert not list((folder / paths.data_dir("mnist")).glob("*/prepared.pt"))
+
+
+def test_idx_count_reads_the_header_or_gives_up(tmp_path, raw_dir):
+    images = raw_dir / "train-images-idx3-ubyte.gz"
+    assert rawfiles.idx_count(images) == 1200
+    plain = tmp_path / "train-images-idx3-ubyte"
+    plain.write_bytes(gzip.decompress(images.read_bytes()))
+    assert rawfiles.idx_count(plain) == 1200
+    for broken in (b"", b"\x00\x00\x08", b"not idx at all", images.read_bytes()[:20]):
+        path = tmp_path / "broken.gz"
+        path.write_bytes(broken)
+        assert rawfiles.idx_count(path) is None
+        assert rawfiles.idx_count(tmp_path / "broken") is None

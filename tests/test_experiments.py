@@ -8,6 +8,7 @@ import pytest
 
 from conftest import REPO
 from reprogrid import config as configuration
+from reprogrid import grid
 
 EXPERIMENTS = REPO / "config/experiments"
 NAMES = sorted({"default", *(path.stem for path in EXPERIMENTS.glob("*.yaml"))})
@@ -25,7 +26,7 @@ def test_each_experiment_resolves_to_its_own_outputs(schema, name):
         schema, REPO / "config/config.yaml", EXPERIMENTS, (), {"experiment": name}
     )
     assert config["experiment"] == name
-    assert configuration.expand_grid(config, schema)
+    assert grid.expand_grid(config, schema)
 
 
 @pytest.mark.parametrize("name", NAMES)

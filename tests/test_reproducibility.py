@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 import idxdata
-from conftest import REPO, copy_project, snakemake, tiny_grid, write_config
+from conftest import REPO, copy_project, job_counts, snakemake, tiny_grid, write_config
 from reprogrid import audit, paths, provenance, stats
 
 RUN = "arch=cnn/lr=0.003/seed=0"
@@ -266,9 +266,7 @@ def test_code_versions_flag_dirty_trees_and_unknown_commits_but_not_one_clean_co
 
 def planned_jobs(folder: Path, config: Path) -> dict[str, int]:
     """The jobs `snakemake -n` plans, by rule."""
-    output = snakemake(folder, "-n", "-q", "rules", "--configfile", str(config)).stdout
-    counts = re.findall(r"^(\w+)\s+(\d+)$", output.split("Job stats:")[-1], re.MULTILINE)
-    return {rule: int(count) for rule, count in counts if rule != "total"}
+    return job_counts(snakemake(folder, "-n", "-q", "rules", "--configfile", str(config)).stdout)
 
 
 @pytest.mark.workflow

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, snakemake, train_params, train_run
-from reprogrid import catalog, models, training
+from reprogrid import catalog, grid, models, training
 from reprogrid import config as configuration
 
 CFG = train_params(
@@ -35,7 +35,7 @@ def test_the_speedrun_experiment_resolves_to_its_recipe():
     assert config["data"]["dataset"] == "fashion-mnist"
     assert config["resources"]["threads"] == 2
     assert config["grid"]["arch"] == ["speedcnn"]
-    runs = configuration.expand_grid(config, schema)
+    runs = grid.expand_grid(config, schema)
     assert len(runs) == len(config["grid"]["seed"])
     assert {run["arch"] for run in runs.values()} == {"speedcnn"}
 

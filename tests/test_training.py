@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import pickle
 import signal
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from conftest import train_params, train_run
 from reprogrid import checkpoint, training
@@ -83,15 +86,27 @@ def test_loss_selection_keeps_the_lowest_validation_loss(prepared, tmp_path):
 
 
 def test_max_batches_limits_each_epoch(prepared, tmp_path):
-    seen = []
-    train(prepared, tmp_path, epochs=1, max_batches=2, batch_size=16,
-          on_epoch=lambda row: seen.append(row))  # fmt: skip
-    assert len(seen) == 1
+    """Each epoch takes max_batches optimiser steps, though the split holds 34 batches of 16."""
+    steps = []
+    hook = register_optimizer_step_post_hook(lambda *_: steps.append(1))
+    try:
+        train(prepared, tmp_path, epochs=2, max_batches=3, batch_size=16)
+    finally:
+        hook.remove()
+    assert len(steps) == 2 * 3
 
 
-def test_history_csv_has_the_documented_columns():
-    text = training.history_csv([dict.fromkeys(training.HISTORY_COLUMNS, 1.0)])
-    assert text.splitlines()[0] == ",".join(training.HISTORY_COLUMNS)
+def test_history_csv_writes_each_epoch_under_the_documented_columns(prepared, tmp_path):
+    result = train(prepared, tmp_path, epochs=2, max_batches=3)
+    rows = list(csv.DictReader(io.StringIO(training.history_csv(result.history))))
+    assert list(rows[0]) == [
+        "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+        "test_loss", "test_acc", "lr", "epoch_seconds",
+    ]  # fmt: skip
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    for row, epoch in zip(rows, result.history, strict=True):
+        assert float(row["val_acc"]) == epoch["val_acc"]  # written exactly, read back the same
+        assert float(row["train_loss"]) == epoch["train_loss"]
 
 
 def stopped_after_first_epoch(prepared, folder, **overrides):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reprogrid import atomic
+from reprogrid.paths import RunFiles
 
 log = logging.getLogger("reprogrid")
 
@@ -58,28 +59,22 @@ def _history_rows(text: str) -> list[dict[str, Any]]:
     return [_without_timing(row) for row in csv.DictReader(io.StringIO(text))]
 
 
-def same_results(stored_dir: str | Path, retrained_dir: str | Path) -> bool:
-    """True when metrics.json and history.csv of two run folders agree, timing aside.
+def same_results(stored: RunFiles, retrained: RunFiles) -> bool:
+    """True when the metrics and learning curves of two runs agree, timing aside.
 
     Values are compared as written (floats as their exact repr), so equal means bit for bit.
     """
-    stored_dir, retrained_dir = Path(stored_dir), Path(retrained_dir)
-    metrics = [
-        json.loads((folder / "metrics.json").read_text()) for folder in (stored_dir, retrained_dir)
-    ]
-    history = [
-        _history_rows((folder / "history.csv").read_text())
-        for folder in (stored_dir, retrained_dir)
-    ]
+    metrics = [json.loads(Path(files.metrics).read_text()) for files in (stored, retrained)]
+    history = [_history_rows(Path(files.history).read_text()) for files in (stored, retrained)]
     return _without_timing(metrics[0]) == _without_timing(metrics[1]) and history[0] == history[1]
 
 
-def verdict(run: str, stored_dir: str | Path, retrained_dir: str | Path, note: str = "") -> dict:
-    """One row of the audit table: does the run retrained in `retrained_dir` match its record?"""
-    stored_sha = file_sha256(Path(stored_dir) / "model.pt")
-    retrained_sha = file_sha256(Path(retrained_dir) / "model.pt")
+def verdict(run: str, stored: RunFiles, retrained: RunFiles, note: str = "") -> dict:
+    """One row of the audit table: does the run `retrained` match the `stored` one?"""
+    stored_sha = file_sha256(stored.model)
+    retrained_sha = file_sha256(retrained.model)
     weights = stored_sha == retrained_sha
-    metrics = same_results(stored_dir, retrained_dir)
+    metrics = same_results(stored, retrained)
     return {
         "run": run,
         "weights_identical": weights,

@@ -368,7 +368,9 @@ def execute(the_plan: Plan, workdir: Path) -> bool:
     reproduced = workdir / the_plan.target
     stored_sha = audit.file_sha256(the_plan.run_dir / "model.pt")
     reproduced_sha = audit.file_sha256(reproduced)
-    same_metrics = audit.same_results(the_plan.run_dir, reproduced.parent)
+    same_metrics = audit.same_results(
+        paths.files_in(the_plan.run_dir), paths.files_in(reproduced.parent)
+    )
     identical = stored_sha == reproduced_sha
     print(f"weights: {'identical' if identical else 'differs'} (sha256 {reproduced_sha[:16]})")
     print(f"metrics: {'identical' if same_metrics else 'differ'} (timing aside)")

@@ -21,13 +21,14 @@ RUN_COLUMNS = (
 )
 
 
-def runs_table(run_dirs: Iterable[tuple[str, str | Path]], axes: Sequence[str]) -> pd.DataFrame:
+def runs_table(
+    run_files: Iterable[tuple[str, paths.RunFiles]], axes: Sequence[str]
+) -> pd.DataFrame:
     """One row per run: its id, axis values, status, metrics, seconds and code version."""
     rows = []
-    for run, folder in run_dirs:
-        folder = Path(folder)
-        metrics = json.loads((folder / "metrics.json").read_text())
-        record = provenance.read_run(folder)
+    for run, files in run_files:
+        metrics = json.loads(Path(files.metrics).read_text())
+        record = provenance.read(files.provenance)
         rows.append(
             {
                 "run": run,
@@ -44,22 +45,16 @@ def runs_table(run_dirs: Iterable[tuple[str, str | Path]], axes: Sequence[str]) 
 
 
 def histories_table(
-    run_dirs: Iterable[tuple[str, str | Path]], axes: Sequence[str]
+    run_files: Iterable[tuple[str, paths.RunFiles]], axes: Sequence[str]
 ) -> pd.DataFrame:
     """Every run's learning curve stacked, labelled by run and axis values."""
     frames = []
-    for run, folder in run_dirs:
-        folder = Path(folder)
-        record = provenance.read_run(folder)
+    for run, files in run_files:
+        record = provenance.read(files.provenance)
         # The curve's own `lr` column (the rate in force each epoch) would clash with the axis.
-        history = pd.read_csv(folder / "history.csv").rename(columns={"lr": "epoch_lr"})
+        history = pd.read_csv(files.history).rename(columns={"lr": "epoch_lr"})
         for axis, value in reversed(list(record.axis_values(axes).items())):
             history.insert(0, axis, value)
         history.insert(0, "run", run)
         frames.append(history)
     return pd.concat(frames, ignore_index=True)
-
-
-def run_folders(experiment: str, runs: Iterable[str]) -> list[tuple[str, str]]:
-    """(run id, folder) for each run of an experiment."""
-    return [(run, paths.run_dir(experiment, run)) for run in runs]

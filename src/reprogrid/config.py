@@ -1,9 +1,10 @@
-"""Layered configuration: resolve, type, validate, expand into runs.
+"""Layered configuration: load, merge, type and validate it, and check it against the data.
 
 Precedence, lowest first: the schema's defaults < `config/config.yaml` <
 `config/experiments/<name>.yaml` < files given with `--configfile` < `--config` values.
 Everything a user can get wrong is refused here, before any job starts, with a
-`ConfigError` whose one-line message names the key, file or value and what to do.
+`ConfigError` whose one-line message names the key, file or value and what to do
+(worded by `reprogrid.config_errors`); `reprogrid.grid` expands the result into runs.
 
 This module knows nothing about Snakemake and imports nothing heavy.
 """
@@ -11,30 +12,29 @@ This module knows nothing about Snakemake and imports nothing heavy.
 from __future__ import annotations
 
 import copy
-import difflib
-import fcntl
-import gzip
-import itertools
 import math
 import re
-import shutil
-import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jsonschema
 import yaml
 
-from reprogrid import catalog, paths
+from reprogrid import catalog, rawfiles
+from reprogrid.config_errors import (
+    ConfigError,
+    describe,
+    did_you_mean,
+    first_error,
+    shown,
+    typos_of,
+)
+from reprogrid.split import validation_count
 
 DEBUG_EXPERIMENT = "debug"
 DEBUG_MAX_BATCHES = 5
 _DEBUG_FORCED = {"epochs": 1, "max_batches": DEBUG_MAX_BATCHES}
-
-
-class ConfigError(ValueError):
-    """A configuration a run must not start with; the message is meant for the user as is."""
 
 
 class _KeyError(Exception):
@@ -89,33 +89,33 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, refusing a broken or non-mapping file by name."""
     path = Path(path)
-    shown = _shown(str(path))
+    name = shown(str(path))
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise ConfigError(f"cannot read config file {shown}: {err.strerror}") from None
+        raise ConfigError(f"cannot read config file {name}: {err.strerror}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         column = err.start - raw.rfind(b"\n", 0, err.start)
         raise ConfigError(
-            f"{shown} at line {line}, column {column}: byte 0x{raw[err.start]:02x} is not "
+            f"{name} at line {line}, column {column}: byte 0x{raw[err.start]:02x} is not "
             "UTF-8; save the file as UTF-8"
         ) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except _KeyError as err:
-        raise ConfigError(f"{shown} at line {err.line}: key {err.key} {err.problem}") from None
+        raise ConfigError(f"{name} at line {err.line}: key {err.key} {err.problem}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{shown}{where} is not valid YAML ({problem}); fix the file") from None
+        raise ConfigError(f"{name}{where} is not valid YAML ({problem}); fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{shown} must hold a mapping of keys, not a {type(data).__name__}")
+        raise ConfigError(f"{name} must hold a mapping of keys, not a {type(data).__name__}")
     return data
 
 
@@ -222,7 +222,7 @@ def resolve_with_sources(
     experiment_file = Path(experiments_dir) / f"{experiment}.yaml"
     if experiment_file.is_file():
         layers.append((str(experiment_file), load_yaml(experiment_file)))
-        _check_experiment_file(experiment, _shown(str(experiment_file)), layers[-1][1])
+        _check_experiment_file(experiment, shown(str(experiment_file)), layers[-1][1])
     else:
         _check_new_experiment(experiment, named_by, experiments_dir, schema)
     layers += [*files, overrides]
@@ -233,7 +233,7 @@ def resolve_with_sources(
         layer = _coerce(layer, schema)
         check_layer(layer, schema, source)
         config = merge(config, layer)
-        _record_sources(layer, _shown(source), sources)
+        _record_sources(layer, shown(source), sources)
     validate(config, schema)
     config = fill_defaults(config, schema)
     if config["debug"]:
@@ -270,7 +270,7 @@ def _experiment_name(
     source, name = "the schema's default", spec["default"]
     for where, layer in layers:
         if "experiment" in layer:
-            source, name = _shown(where), _coerce(layer["experiment"], spec)
+            source, name = shown(where), _coerce(layer["experiment"], spec)
     if not isinstance(name, str) or not re.search(spec["pattern"], name):
         raise ConfigError(
             f"config key experiment: {name!r} (set by {source}) is not a valid experiment name; "
@@ -307,13 +307,13 @@ def _check_new_experiment(
     if name in (default, DEBUG_EXPERIMENT):
         return
     known = sorted({default, *(path.stem for path in Path(experiments_dir).glob("*.yaml"))})
-    missing = _shown(str(Path(experiments_dir) / f"{name}.yaml"))
+    missing = shown(str(Path(experiments_dir) / f"{name}.yaml"))
     if source == "--config":
         raise ConfigError(
             f"config key experiment (set by --config): no file {missing} for experiment "
-            f"{name!r}{_did_you_mean(name, known)}; known experiments: {', '.join(known)}"
+            f"{name!r}{did_you_mean(name, known)}; known experiments: {', '.join(known)}"
         )
-    close = [other for other in known if _edits(name, other) <= _typo_edits(name, other)]
+    close = typos_of(name, known)
     if close:
         raise ConfigError(
             f"config key experiment (set by {source}): {name!r} has no file {missing} and is "
@@ -321,29 +321,6 @@ def _check_new_experiment(
             "or give a new experiment a name further from the known ones "
             f"({', '.join(known)})"
         )
-
-
-def _typo_edits(name: str, other: str) -> int:
-    """How many edits from a known experiment's name count as a typo of it.
-
-    Two for names of five characters or more, one for three or four, none below: between
-    very short names one edit is already a different word.
-    """
-    return min(2, (min(len(name), len(other)) - 1) // 2)
-
-
-def _edits(first: str, second: str) -> int:
-    """Levenshtein distance, ignoring case: insertions, deletions and substitutions."""
-    first, second = first.lower(), second.lower()
-    previous = list(range(len(second) + 1))
-    for i, char in enumerate(first, 1):
-        current = [i]
-        for j, other in enumerate(second, 1):
-            current.append(
-                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char != other))
-            )
-        previous = current
-    return previous[-1]
 
 
 def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
@@ -389,7 +366,7 @@ def check_layer(layer: Mapping[str, Any], schema: Mapping[str, Any], source: str
     validator = jsonschema.Draft202012Validator(schema)
     errors = [error for error in validator.iter_errors(layer) if error.validator != "required"]
     if errors:
-        raise ConfigError(_describe(min(errors, key=_error_rank), _shown(source)))
+        raise ConfigError(describe(first_error(errors), shown(source)))
 
 
 def validate(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
@@ -397,88 +374,7 @@ def validate(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     errors = list(validator.iter_errors(config))
     if errors:
-        raise ConfigError(_describe(min(errors, key=_error_rank)))
-
-
-def _error_rank(error: jsonschema.ValidationError) -> tuple:
-    # Unknown keys first: a typo explains the other errors it causes.
-    return (error.validator != "additionalProperties", len(error.absolute_path), str(error.path))
-
-
-def _key(path: Iterable[Any]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "the top level"
-
-
-def _shown(source: str) -> str:
-    """A layer's name for messages: a path relative to the working directory when inside it."""
-    path = Path(source)
-    if path.is_absolute() and path.is_relative_to(Path.cwd()):
-        return str(path.relative_to(Path.cwd()))
-    return source
-
-
-def _did_you_mean(value: Any, choices: Iterable[Any], prefix: str = "") -> str:
-    """A hint naming the choice closest to `value`, ignoring case, or nothing."""
-    by_lower = {str(choice).lower(): str(choice) for choice in choices}
-    close = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1)
-    return f" (did you mean '{prefix}{by_lower[close[0]]}'?)" if close else ""
-
-
-# Schema types in the words config/README.md uses.
-_TYPE_WORDS = {"object": "mapping", "array": "list"}
-
-
-def _describe(error: jsonschema.ValidationError, source: str = "") -> str:
-    origin = f" (set by {source})" if source else ""
-    key = _key(error.absolute_path) + origin
-    parent = _key(error.absolute_path)
-    schema = error.schema
-    if error.validator == "additionalProperties":
-        allowed = sorted(schema.get("properties", {}))
-        unknown = sorted(set(error.instance) - set(allowed))
-        parts = []
-        prefix = f"{parent}." if error.absolute_path else ""
-        for name in unknown:
-            hint = _did_you_mean(name, allowed, prefix)
-            within = f" in {source}" if source else ""
-            parts.append(f"unknown config key '{prefix}{name}'{within}{hint}")
-        return "; ".join(parts) + f"; allowed here: {', '.join(allowed)}"
-    if error.validator == "enum":
-        hint = _did_you_mean(error.instance, error.validator_value)
-        choices = ", ".join(map(str, error.validator_value))
-        return f"config key {key}: unknown value {error.instance!r}{hint}; choose one of: {choices}"
-    if error.validator == "uniqueItems":
-        return f"config key {key}: {error.instance} lists a value twice; list each value once"
-    if error.validator == "minItems":
-        return f"config key {key}: the list is empty; give at least one value"
-    if error.validator == "required":
-        where = f"config key {key}" if error.absolute_path else f"the config{origin}"
-        return f"{where}: {error.message}; add it"
-    if error.validator == "type":
-        wanted = error.validator_value
-        wanted = [wanted] if isinstance(wanted, str) else wanted
-        wanted = " or ".join(_TYPE_WORDS.get(name, name) for name in wanted)
-        if error.instance is None:
-            return f"config key {key} has no value (null); give it a {wanted} or delete the key"
-        return f"config key {key}: {error.instance!r} is not a valid {wanted}"
-    if error.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
-        bound = {
-            "minimum": "at least",
-            "exclusiveMinimum": "greater than",
-            "maximum": "at most",
-            "exclusiveMaximum": "less than",
-        }[error.validator]
-        why = f" ({schema['x-why']})" if "x-why" in schema else ""
-        return f"config key {key}: {error.instance!r} must be {bound} {error.validator_value}{why}"
-    if error.validator == "pattern":
-        return (
-            f"config key {key}: {error.instance!r} is not allowed here; use letters, digits, "
-            "'_', '.' and '-'"
-        )
-    return f"config key {key}: {error.message}"
+        raise ConfigError(describe(first_error(errors)))
 
 
 def fill_defaults(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -506,40 +402,6 @@ def _debug_version(config: dict[str, Any]) -> dict[str, Any]:
     }
     config["train"].update(_DEBUG_FORCED)
     return config
-
-
-def claim_debug_outputs(lock_file: str | Path) -> IO:
-    """Claim the debug folders for this process: the returned file holds the claim open.
-
-    The claim is an exclusive `flock` on `lock_file`, dropped by the kernel when the process
-    ends, however it ends. While another process holds it, a debug run is at work in these
-    folders, and this raises ConfigError without touching anything.
-    """
-    Path(lock_file).parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_file, "a")  # noqa: SIM115 - held open on purpose
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(
-            "another debug run is running in this folder (it holds "
-            f"{_shown(str(lock_file))}); wait for it to end, since this one would first delete "
-            f"its outputs under {paths.experiment_dir(DEBUG_EXPERIMENT)}/"
-        ) from None
-    return handle
-
-
-def clear_debug_outputs() -> None:
-    """Delete every output of earlier debug runs, so the next one starts from nothing.
-
-    Call it only while holding `claim_debug_outputs`, so no running debug run loses files.
-    """
-    for folder in (
-        paths.experiment_dir(DEBUG_EXPERIMENT),
-        paths.report_dir(DEBUG_EXPERIMENT),
-        str(Path(paths.log_file(DEBUG_EXPERIMENT, "any")).parent),
-    ):
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_semantics(resolution: Resolution) -> None:
@@ -592,28 +454,6 @@ def _check_raw_dir(raw_dir: str | None, source: str) -> None:
         )
 
 
-def validation_count(train_count: int, val_fraction: float) -> int:
-    """How many of `train_count` training images the validation split holds out (at least 1)."""
-    return max(1, round(train_count * val_fraction))
-
-
-def idx_count(path: str | Path) -> int | None:
-    """The item count in an IDX file's header (gzipped or plain), reading 8 bytes.
-
-    None where the header cannot be read: the data step refuses such a file by name.
-    """
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            header = handle.read(8)
-    except (OSError, EOFError, zlib.error):
-        return None
-    if len(header) < 8 or header[:2] != b"\0\0":
-        return None
-    return int.from_bytes(header[4:8], "big")
-
-
 def _training_images(config: Mapping[str, Any]) -> tuple[int, str] | None:
     """How many images the training set has, and where that number comes from."""
     dataset = config["data"]["dataset"]
@@ -621,8 +461,8 @@ def _training_images(config: Mapping[str, Any]) -> tuple[int, str] | None:
     if raw_dir is None:
         return catalog.DATASETS[dataset].train_count, f"the {dataset} training set"
     path = catalog.find_idx_file(Path(raw_dir), catalog.IDX_FILES["train_images"])
-    count = idx_count(path)
-    return None if count is None else (count, _shown(str(path)))
+    count = rawfiles.idx_count(path)
+    return None if count is None else (count, shown(str(path)))
 
 
 def _check_split(resolution: Resolution) -> None:
@@ -689,78 +529,3 @@ def check_local_gpus(gpus: int, asked: str, fix: str) -> None:
             f"machine; train on the CPU with {fix}, or run where the GPUs are "
             "(--profile profiles/slurm on a cluster)"
         )
-
-
-def unknown_run(run: str, resolution: Resolution, schema: Mapping[str, Any]) -> str:
-    """Why `run` is no run of the grid, and how to add it: a one-line message for the user."""
-    grid = resolution.config["grid"]
-    defaults = train_defaults(schema)
-    asked = paths.parse_run_id(run)
-    reasons = []
-    for key, text in asked.items():
-        values = [paths.format_value(value) for value in grid.get(key, [])]
-        if key not in defaults:
-            reasons.append(f"{key} is no key of train")
-        elif key not in grid:
-            reasons.append(f"{key} is no grid axis")
-        elif text not in values:
-            reasons.append(
-                f"grid.{key} (set by {resolution.source('grid', key)}) lists {_listed(values)}, "
-                f"not {text}"
-            )
-    for key, values in grid.items():
-        default = paths.format_value(defaults.get(key))
-        if key not in asked and default not in map(paths.format_value, values):
-            reasons.append(f"every run of the grid names {key} (the grid has no {key}={default})")
-    order = ["arch", "lr", *sorted(set(grid) - set(paths.CORE_AXES)), "seed"]
-    axes = "; ".join(
-        f"{key} {_listed([paths.format_value(value) for value in grid[key]])}" for key in order
-    )
-    why = "; ".join(reasons) or "its folder name is not the one the grid gives it"
-    return (
-        f"no run {run} in the grid of experiment {resolution.config['experiment']!r} ({why}); "
-        f"its runs combine {axes}; to train it, list the value under grid in the config "
-        "(config/README.md, Grid axes)"
-    )
-
-
-def _listed(values: list[str], most: int = 6) -> str:
-    shown = values if len(values) <= most else [*values[: most - 1], "...", values[-1]]
-    return ", ".join(shown)
-
-
-def train_defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Every training parameter at the schema's default."""
-    return {
-        key: spec.get("default")
-        for key, spec in schema["properties"]["train"]["properties"].items()
-    }
-
-
-def expand_grid(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, dict]:
-    """One entry per run: run id -> that run's complete training parameters.
-
-    An axis beyond arch, lr and seed shows in a run id only where its value differs from
-    the schema's default, so a run id is a function of the run's axis values alone, and
-    listing an axis at its default moves and reruns nothing.
-    """
-    defaults = train_defaults(schema)
-    grid = config["grid"]
-    axes = list(grid)
-    runs: dict[str, dict] = {}
-    for values in itertools.product(*(grid[axis] for axis in axes)):
-        point = dict(zip(axes, values, strict=True))
-        runs[paths.run_id(point, defaults)] = {**config["train"], **point}
-    return runs
-
-
-def grid_axes(config: Mapping[str, Any]) -> list[str]:
-    """What a summary groups runs by: arch, lr, and every other axis listing several values.
-
-    An axis with one value splits no group, so listing one changes no summary.
-    """
-    return [
-        axis
-        for axis, values in config["grid"].items()
-        if axis in ("arch", "lr") or (axis != "seed" and len(values) > 1)
-    ]

@@ -14,7 +14,6 @@ import importlib
 import math
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,11 @@ import torch
 
 from reprogrid import atomic, catalog, checkpoint, rawfiles
 from reprogrid.rawfiles import DataError
+from reprogrid.split import validation_count
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 SIDE = 28
-
-
-@dataclass(frozen=True)
-class Split:
-    images: torch.Tensor  # uint8, (n, 28, 28)
-    labels: torch.Tensor  # int64, (n,)
 
 
 def sha256(path: str | Path) -> str:
@@ -79,7 +73,7 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
 
 
 def check_split(
-    name: str, images: np.ndarray, labels: np.ndarray, num_classes: int, sources: tuple[Path, Path]
+    images: np.ndarray, labels: np.ndarray, num_classes: int, sources: tuple[Path, Path]
 ) -> None:
     """Refuse a split whose images and labels do not belong together."""
     image_file, label_file = sources
@@ -138,7 +132,7 @@ def prepare(
         image_file, label_file = files[f"{split}_images"].path, files[f"{split}_labels"].path
         images = read_idx(image_file, IMAGE_MAGIC)
         labels = read_idx(label_file, LABEL_MAGIC)
-        check_split(split, images, labels, spec.num_classes, (image_file, label_file))
+        check_split(images, labels, spec.num_classes, (image_file, label_file))
         arrays[split] = (images, labels)
 
     train_images = arrays["train"][0].astype(np.float64) / 255.0
@@ -182,7 +176,7 @@ def split_train_val(
     """Indices of the training and validation parts, the same for every run with this seed."""
     generator = torch.Generator().manual_seed(split_seed)
     order = torch.randperm(labels_count, generator=generator)
-    n_val = max(1, round(labels_count * val_fraction))
+    n_val = validation_count(labels_count, val_fraction)
     if n_val >= labels_count:
         raise DataError(
             f"val_fraction {val_fraction} leaves no training images out of {labels_count}"

@@ -8,9 +8,9 @@ default, so adding an axis that keeps yesterday's value moves no existing run.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 RESULTS = "results"
 RESOURCES = "resources"
@@ -19,7 +19,6 @@ REPORTS = "reports"
 # The axes every grid has; `seed` comes last so that one folder holds all seeds of a setting.
 CORE_AXES = ("arch", "lr", "seed")
 
-RUN_FILES = ("metrics.json", "history.csv", "model.pt", "provenance.json")
 CHECKPOINT = "checkpoint.pt"
 TRAIN_LOG = "train.log"
 DIFF_PATCH = "uncommitted.patch"
@@ -84,6 +83,21 @@ def run_file(experiment: str, run: str, name: str) -> str:
     return f"{run_dir(experiment, run)}/{name}"
 
 
+class RunFiles(NamedTuple):
+    """The files of one run that a job reads, as its rule declares them."""
+
+    metrics: str
+    history: str
+    provenance: str
+    model: str | None = None  # only the audit compares weights
+
+
+def files_in(folder: str | Path) -> RunFiles:
+    """The files of a run written into `folder` (a run folder, or an audit's scratch copy)."""
+    names = ("metrics.json", "history.csv", "provenance.json", "model.pt")
+    return RunFiles(*(f"{folder}/{name}" for name in names))
+
+
 def summary_file(experiment: str, name: str) -> str:
     return f"{RESULTS}/{experiment}/summary/{name}"
 
@@ -140,19 +154,3 @@ def report_file(experiment: str, name: str) -> str:
 
 def log_file(experiment: str, name: str) -> str:
     return f"logs/{experiment}/{name}.log"
-
-
-def export_pythonpath(src: str) -> None:
-    """Put `src` first on PYTHONPATH, for this process's children.
-
-    Rule scripts, local or on a cluster node, then import the package from the checkout
-    whose commit the provenance records, whatever environment runs them.
-    """
-    current = os.environ.get("PYTHONPATH", "")
-    if src not in current.split(os.pathsep):
-        os.environ["PYTHONPATH"] = os.pathsep.join(part for part in (src, current) if part)
-
-
-def export_interpreter(python: str) -> None:
-    """Name the Python that runs the train command, as $REPROGRID_PYTHON for child processes."""
-    os.environ["REPROGRID_PYTHON"] = python

@@ -59,6 +59,23 @@ def unreadable(path: Path, err: BaseException) -> DataError:
     return DataError(f"{path}: cannot be read ({err}); {hint}")
 
 
+def idx_count(path: str | Path) -> int | None:
+    """The item count in an IDX file's header (gzipped or plain), reading 8 bytes.
+
+    None where the header cannot be read: the data job refuses such a file by name.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            header = handle.read(8)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if len(header) < 8 or header[:2] != b"\0\0":
+        return None
+    return int.from_bytes(header[4:8], "big")
+
+
 def digest(path: str | Path) -> RawFile:
     """The digests of one raw file; refuses a file that cannot be read or decompressed."""
     path = Path(path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,6 @@ def _recorded(values: Sequence[Any], what: str) -> str:
 
 
 def reproduction_guide(
-    experiment: str,
     config: Mapping[str, Any],
     provenances: Mapping[str, provenance.Provenance],
     summary_shown: pd.DataFrame,
@@ -242,7 +241,7 @@ def markdown_page(title: str, text: str) -> str:
 
 
 def read_provenances(
-    folders: Sequence[tuple[str, str | Path]],
+    files: Iterable[tuple[str, str | Path]],
 ) -> dict[str, provenance.Provenance]:
-    """Each run's record, by run id."""
-    return {run: provenance.read_run(folder) for run, folder in folders}
+    """Each run's record, by run id, from (run id, provenance file) pairs."""
+    return {run: provenance.read(path) for run, path in files}

@@ -24,7 +24,7 @@ rule aggregate:
     params:
         experiment=EXPERIMENT,
         runs=list(RUNS),
-        axes=configuration.grid_axes(config),
+        axes=grid.grid_axes(config),
         analysis=config["analysis"],
         code=CODE["aggregate"],
         # The checkout whose commit runs are compared with when they are summarised.

@@ -31,7 +31,6 @@ rule audit_retrain:
         runtime=lambda wildcards, input: TRAIN["runtime"] * len(input.models),
         gpu=TRAIN["gpu"],
     params:
-        experiment=EXPERIMENT,
         runs=audit_sample(),
         scratch=paths.audit_scratch(EXPERIMENT),
         code=CODE["audit"],

@@ -4,16 +4,18 @@ import sys
 from pathlib import Path
 
 SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, SRC)
+sys.path[:0] = [SRC, str(Path(workflow.basedir) / "workflow")]
+import glue
 from reprogrid import audit as auditing
-from reprogrid import catalog, fingerprint, paths, rawfiles
+from reprogrid import catalog, fingerprint, grid, paths, rawfiles
 from reprogrid import config as configuration
+from reprogrid.config_errors import ConfigError
 
-paths.export_pythonpath(SRC)
+glue.export_pythonpath(SRC)
 
 # The interpreter of the train command ($REPROGRID_PYTHON): inside a conda env or container,
 # that env's `python`; otherwise the one running Snakemake, which has torch.
-paths.export_interpreter(
+glue.export_interpreter(
     "python"
     if {"CONDA", "APPTAINER"}
     & {method.name for method in workflow.deployment_settings.deployment_method}
@@ -32,7 +34,7 @@ try:
         workflow.config_settings.configfiles,
         workflow.config_settings.config,
     )
-except configuration.ConfigError as error:
+except ConfigError as error:
     sys.exit(f"reprogrid: {error}")
 config.clear()
 config.update(RESOLUTION.config)
@@ -49,7 +51,7 @@ try:
     )
 except rawfiles.DataError as error:
     sys.exit(f"reprogrid: {error}")
-RUNS = configuration.expand_grid(config, SCHEMA)
+RUNS = grid.expand_grid(config, SCHEMA)
 TRAIN = config["resources"]
 
 # The code each kind of job runs, fingerprinted once per planning. A rule passes its own as the
@@ -87,10 +89,10 @@ def debug_scratch(wildcards):
     if config["debug"] and executing and workflow.is_main_process and not DEBUG_CLAIM:
         lock = Path(workflow.persistence.path) / "reprogrid-debug.lock"
         try:
-            DEBUG_CLAIM.append(configuration.claim_debug_outputs(lock))
-        except configuration.ConfigError as error:
+            DEBUG_CLAIM.append(glue.claim_debug_outputs(lock))
+        except ConfigError as error:
             sys.exit(f"reprogrid: {error}")
-        configuration.clear_debug_outputs()
+        glue.clear_debug_outputs()
     return []
 
 
@@ -123,7 +125,7 @@ def check_gpus_here():
         fix = "--config resources='{gpu: 0}'"
     try:
         configuration.check_local_gpus(gpus, asked, fix)
-    except configuration.ConfigError as error:
+    except ConfigError as error:
         sys.exit(f"reprogrid: {error}")
 
 
@@ -152,7 +154,7 @@ def run_params(wildcards):
     """The run's training parameters, as the train command passes them (JSON); a run outside
     the grid stops Snakemake in one line."""
     if wildcards.run not in RUNS:
-        why = configuration.unknown_run(wildcards.run, RESOLUTION, SCHEMA)
+        why = grid.unknown_run(wildcards.run, RESOLUTION, SCHEMA)
         sys.exit(f"reprogrid: {why}")
     return JsonParam(RUNS[wildcards.run])
 

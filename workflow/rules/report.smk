@@ -30,7 +30,7 @@ rule figures:
     conda:
         "../../envs/analysis.yaml"
     params:
-        axes=configuration.grid_axes(config),
+        axes=grid.grid_axes(config),
         code=CODE["figures"],
     message:
         "Drawing the figures of {EXPERIMENT}"
@@ -65,7 +65,7 @@ rule tables:
     params:
         experiment=EXPERIMENT,
         runs=list(RUNS),
-        axes=configuration.grid_axes(config),
+        axes=grid.grid_axes(config),
         config=config,
         code=CODE["tables"],
     message:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from reprogrid import atomic, collect, provenance, stats
+from reprogrid import atomic, collect, paths, provenance, stats
 
 log = logging.getLogger("reprogrid")
 
@@ -21,8 +21,7 @@ def _write_csv(path: str, table) -> None:
 
 def aggregate_job(
     *,
-    experiment: str,
-    runs: list[str],
+    run_files: Sequence[tuple[str, paths.RunFiles]],
     axes: list[str],
     analysis: Mapping[str, Any],
     repo: str,
@@ -30,13 +29,13 @@ def aggregate_job(
 ) -> int:
     """Tables of the whole grid: runs, curves, summary over seeds, best settings, comparisons.
 
-    `repo` is the workflow's checkout: the conclusion warns about runs whose recorded commit
-    is not the one checked out there now. A run record that cannot be read (one of an older
+    `run_files` pairs each run id with the files of it the rule declares. `repo` is the
+    workflow's checkout: the conclusion warns about runs whose recorded commit is not the
+    one checked out there now. A run record that cannot be read (one of an older
     reprogrid, kept by `--rerun-triggers` without `params`) ends the job in one line: 1.
     """
-    folders = collect.run_folders(experiment, runs)
     try:
-        table = collect.runs_table(folders, [*axes, "seed"])
+        table = collect.runs_table(run_files, [*axes, "seed"])
     except provenance.ProvenanceError as err:
         log.error("reprogrid: %s", err)
         return 1
@@ -44,7 +43,7 @@ def aggregate_job(
     best = stats.select_best(summary, axes)
     comparisons = stats.compare(table, best, axes, analysis["confidence"], analysis["alpha"])
     _write_csv(outputs["runs"], table)
-    _write_csv(outputs["histories"], collect.histories_table(folders, [*axes, "seed"]))
+    _write_csv(outputs["histories"], collect.histories_table(run_files, [*axes, "seed"]))
     _write_csv(outputs["summary"], summary)
     _write_csv(outputs["best"], best)
     _write_csv(outputs["comparisons"], comparisons)
@@ -91,14 +90,17 @@ def figures_job(
 def tables_job(
     *,
     experiment: str,
-    runs: list[str],
+    provenance_files: Sequence[tuple[str, str]],
     axes: list[str],
     config: Mapping[str, Any],
     labbook: str | None,
     inputs: Mapping[str, str],
     outputs: Mapping[str, str],
 ) -> int:
-    """The report's tables and texts (HTML), and the thesis tables (LaTeX, Markdown)."""
+    """The report's tables and texts (HTML), and the thesis tables (LaTeX, Markdown).
+
+    `provenance_files` pairs each run id with its provenance file, as the rule declares it.
+    """
     from reprogrid import reporting
 
     confidence = config["analysis"]["confidence"]
@@ -107,7 +109,7 @@ def tables_job(
     best = pd.read_csv(inputs["best"])
     run_table = pd.read_csv(inputs["runs"])
     conclusion = json.loads(Path(inputs["conclusion"]).read_text())
-    provenances = reporting.read_provenances(collect.run_folders(experiment, runs))
+    provenances = reporting.read_provenances(provenance_files)
 
     summary_shown = reporting.summary_display(summary, axes, confidence)
     comparisons_shown = reporting.comparisons_display(comparisons, confidence)
@@ -137,7 +139,7 @@ def tables_job(
             warning + table(reporting.provenance_table(run_table, provenances)),
         ),
     )
-    guide = reporting.reproduction_guide(experiment, config, provenances, summary_shown)
+    guide = reporting.reproduction_guide(config, provenances, summary_shown)
     atomic.write_text(
         outputs["reproduction_html"],
         reporting.markdown_page(f"Reproducing {experiment}", guide),

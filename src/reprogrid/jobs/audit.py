@@ -34,8 +34,8 @@ def _notes(
 
 def retrain(
     record: provenance.Provenance, prepared: Mapping[str, Any], folder: Path, device: str
-) -> None:
-    """Train a run again from its provenance record into `folder`, from nothing."""
+) -> paths.RunFiles:
+    """Train a run again from its provenance record into `folder`, from nothing; its files."""
     cfg = record.config
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -48,15 +48,17 @@ def retrain(
         threads=record.threads,
         device=device,
     )
+    files = paths.files_in(folder)
     training.write_outputs(
         result,
         cfg=cfg.train,
         num_classes=prepared["num_classes"],
-        model_path=folder / "model.pt",
-        history_path=folder / "history.csv",
-        metrics_path=folder / "metrics.json",
+        model_path=files.model,
+        history_path=files.history,
+        metrics_path=files.metrics,
     )
     (folder / paths.CHECKPOINT).unlink(missing_ok=True)
+    return files
 
 
 def audit_html(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -86,8 +88,7 @@ def audit_html(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def audit_job(
     *,
-    experiment: str,
-    runs: Sequence[str],
+    stored: Sequence[tuple[str, paths.RunFiles]],
     checks_path: str,
     prepared_path: str,
     scratch: str,
@@ -96,20 +97,22 @@ def audit_job(
     gpus: int,
     repo_dir: str,
 ) -> int:
-    """Retrain each of `runs` in `scratch` and write the pass/fail table (CSV and HTML)."""
+    """Retrain each stored run in `scratch` and write the pass/fail table (CSV and HTML).
+
+    `stored` pairs each audited run id with its files, as the rule declares them.
+    """
     setup_logging(log_path)
     device, gpu_lock = devices.select_device(gpus)
     prepared = data.load_prepared(prepared_path)
     prepared_sha = json.loads(Path(checks_path).read_text())["prepared_sha256"]
     commit = provenance.git_state(repo_dir)["commit"]
     rows = []
-    for run in runs:
-        stored = Path(paths.run_dir(experiment, run))
-        record = provenance.read_run(stored)
+    for run, files in stored:
+        record = provenance.read(files.provenance)
         folder = Path(scratch) / run
         log.info("auditing %s: retraining it in %s", run, folder)
-        retrain(record, prepared, folder, device)
-        row = audit.verdict(run, stored, folder, _notes(record, prepared_sha, commit, device))
+        retrained = retrain(record, prepared, folder, device)
+        row = audit.verdict(run, files, retrained, _notes(record, prepared_sha, commit, device))
         log.info("%s: %s", run, "reproduced bit for bit" if row["passed"] else "DIFFERS")
         rows.append(row)
     atomic.write_text(outputs["table"], audit.table_csv(rows))

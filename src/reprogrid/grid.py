@@ -1,0 +1,92 @@
+"""The grid: every run a configuration asks for, its id, and what summaries group runs by.
+
+A run id names a run by its axis values (`paths.run_id`); `expand_grid` gives each id the
+run's complete training parameters, the schema's defaults filled in by resolution. This
+module imports nothing heavy: Snakemake expands the grid while it plans.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from reprogrid import paths
+
+if TYPE_CHECKING:
+    from reprogrid.config import Resolution
+
+
+def unknown_run(run: str, resolution: Resolution, schema: Mapping[str, Any]) -> str:
+    """Why `run` is no run of the grid, and how to add it: a one-line message for the user."""
+    grid = resolution.config["grid"]
+    defaults = train_defaults(schema)
+    asked = paths.parse_run_id(run)
+    reasons = []
+    for key, text in asked.items():
+        values = [paths.format_value(value) for value in grid.get(key, [])]
+        if key not in defaults:
+            reasons.append(f"{key} is no key of train")
+        elif key not in grid:
+            reasons.append(f"{key} is no grid axis")
+        elif text not in values:
+            reasons.append(
+                f"grid.{key} (set by {resolution.source('grid', key)}) lists {_listed(values)}, "
+                f"not {text}"
+            )
+    for key, values in grid.items():
+        default = paths.format_value(defaults.get(key))
+        if key not in asked and default not in map(paths.format_value, values):
+            reasons.append(f"every run of the grid names {key} (the grid has no {key}={default})")
+    order = ["arch", "lr", *sorted(set(grid) - set(paths.CORE_AXES)), "seed"]
+    axes = "; ".join(
+        f"{key} {_listed([paths.format_value(value) for value in grid[key]])}" for key in order
+    )
+    why = "; ".join(reasons) or "its folder name is not the one the grid gives it"
+    return (
+        f"no run {run} in the grid of experiment {resolution.config['experiment']!r} ({why}); "
+        f"its runs combine {axes}; to train it, list the value under grid in the config "
+        "(config/README.md, Grid axes)"
+    )
+
+
+def _listed(values: list[str], most: int = 6) -> str:
+    shown = values if len(values) <= most else [*values[: most - 1], "...", values[-1]]
+    return ", ".join(shown)
+
+
+def train_defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Every training parameter at the schema's default."""
+    return {
+        key: spec.get("default")
+        for key, spec in schema["properties"]["train"]["properties"].items()
+    }
+
+
+def expand_grid(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, dict]:
+    """One entry per run: run id -> that run's complete training parameters.
+
+    An axis beyond arch, lr and seed shows in a run id only where its value differs from
+    the schema's default, so a run id is a function of the run's axis values alone, and
+    listing an axis at its default moves and reruns nothing.
+    """
+    defaults = train_defaults(schema)
+    grid = config["grid"]
+    axes = list(grid)
+    runs: dict[str, dict] = {}
+    for values in itertools.product(*(grid[axis] for axis in axes)):
+        point = dict(zip(axes, values, strict=True))
+        runs[paths.run_id(point, defaults)] = {**config["train"], **point}
+    return runs
+
+
+def grid_axes(config: Mapping[str, Any]) -> list[str]:
+    """What a summary groups runs by: arch, lr, and every other axis listing several values.
+
+    An axis with one value splits no group, so listing one changes no summary.
+    """
+    return [
+        axis
+        for axis, values in config["grid"].items()
+        if axis in ("arch", "lr") or (axis != "seed" and len(values) > 1)
+    ]
