@@ -28,7 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from reprogrid import atomic, paths, provenance, tracking, training  # noqa: E402
+from reprogrid import atomic, devices, paths, provenance, tracking, training  # noqa: E402
 from reprogrid import config as configuration  # noqa: E402
 from reprogrid.tracking import mlflow_export  # noqa: E402
 
@@ -88,7 +88,7 @@ def synthesise(root: Path, runs: int, epochs: int, seed: int) -> list[Path]:
             },
             threads=1,
             gpus=0,
-            device="cpu",
+            machine=devices.describe("cpu"),
             code=code,
             code_at_end=code,
             started="2026-11-26T09:00:00+00:00",

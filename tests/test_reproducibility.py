@@ -20,7 +20,7 @@ import pytest
 
 import idxdata
 from conftest import REPO, copy_project, job_counts, snakemake, tiny_grid, write_config
-from reprogrid import audit, paths, provenance, stats
+from reprogrid import audit, devices, paths, provenance, stats
 
 RUN = "arch=cnn/lr=0.003/seed=0"
 TIMING = set(audit.TIMING_FIELDS)
@@ -346,7 +346,7 @@ def test_a_record_holds_each_value_once_and_reads_back_as_written(tmp_path):
         },
         threads=2,
         gpus=0,
-        device="cpu",
+        machine=devices.describe("cpu"),
         code=code,
         code_at_end={**code, "fingerprint": "c0de0002"},
         started=provenance.now(),

@@ -270,7 +270,7 @@ def test_the_report_shows_an_undecided_criterion_and_the_selection_warnings():
 def test_the_reproduction_guide_names_the_versions_and_threads_the_runs_recorded():
     from test_cli import valid_record
 
-    from reprogrid import cli, provenance, reporting
+    from reprogrid import provenance, reporting
 
     records = {}
     for seed in (0, 1):
@@ -285,7 +285,7 @@ def test_the_reproduction_guide_names_the_versions_and_threads_the_runs_recorded
     guide = reporting.reproduction_guide(config, records, pd.DataFrame({"n": [2]}))
     assert "Python 3.12.4, torch 2.3.0+cpu, torchvision 0.18.0, 3 thread(s) per run" in guide
     assert ".venv/bin/pip install torch==2.3.0+cpu torchvision==0.18.0 -e ." in guide
-    assert cli.install_command(list(records.values())) in guide
+    assert provenance.install_command(list(records.values())) in guide
     assert "snakemake --cores 3 --configfile reproduce.yaml" in guide
     assert "2.14.1" not in guide
     assert "--cores 8" not in guide
@@ -325,8 +325,8 @@ def test_aggregating_a_run_recorded_by_an_older_reprogrid_fails_in_one_line(
     old = {"run": run, "seed": 0, "commit": None, "config": {"train": {"seed": 0}}}
     (folder / "provenance.json").write_text(json.dumps(old))
     status = aggregate_job(
-        experiment="tiny", runs=[run], axes=["arch", "lr"], analysis={}, repo=str(tmp_path),
-        outputs={},
+        run_files=[(run, paths.files_in(paths.run_dir("tiny", run)))], axes=["arch", "lr"],
+        analysis={}, repo=str(tmp_path), outputs={},
     )  # fmt: skip
     assert status == 1
     assert [r.getMessage() for r in caplog.records] == [

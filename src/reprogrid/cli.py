@@ -267,22 +267,6 @@ def plan(run_dir: str | Path, source: str | None, raw_dir: str | None) -> Plan:
     )
 
 
-def install_command(records: Sequence[provenance.Provenance]) -> str:
-    """The shell line that installs the checkout with the torch and torchvision `records` used.
-
-    Where runs recorded different versions, the first run's are pinned.
-    """
-    pins = [
-        f"{name}=={version}"
-        for name, version in (
-            ("torch", records[0].torch_version),
-            ("torchvision", records[0].torchvision_version),
-        )
-        if version is not None
-    ]
-    return "python3 -m venv .venv && .venv/bin/pip install " + shlex.join([*pins, "-e", "."])
-
-
 def snakemake_args(the_plan: Plan) -> list[str]:
     """The Snakemake arguments that build the run's weights from the written config file."""
     return [
@@ -316,7 +300,7 @@ def script(the_plan: Plan, workdir: str) -> str:
             f"recorded; copy them in: {shlex.join(untracked)}"
         )
     lines += [
-        install_command([the_plan.record]),
+        provenance.install_command([the_plan.record]),
         f"cat > {CONFIG_NAME} <<'EOF'",
         _config_text(the_plan.config).rstrip(),
         "EOF",

@@ -1,4 +1,4 @@
-"""Which device a training job uses.
+"""Which device a training job uses, and what it is.
 
 Snakemake's `gpu` resource counts GPUs but names none (snakemake#281), so concurrent
 local jobs would all pick GPU 0. Each job here claims a GPU with an exclusive `flock` on
@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import platform
+import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 class NoGPUError(RuntimeError):
@@ -73,3 +76,37 @@ def select_device(gpus: int) -> tuple[str, IO | None]:
     index, lock = claim_gpu(torch.cuda.device_count(), default_lock_dir())
     torch.cuda.set_device(index)
     return f"cuda:{index}", lock
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe(device: str) -> dict[str, Any]:
+    """Python, platform, host, CPU, the CUDA/cuDNN torch runs on, the device and GPU names.
+
+    A run's provenance records it (`provenance.Machine`); torch's own version is in its
+    `packages`, with every other distribution's.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "device": device,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if cuda
+        else [],
+    }

@@ -16,8 +16,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import os
-import platform
-import socket
+import shlex
 import subprocess
 import sys
 import types
@@ -142,39 +141,6 @@ def packages() -> dict[str, str]:
         if name:
             found[name] = dist.version
     return dict(sorted(found.items(), key=lambda item: item[0].lower()))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine(device: str) -> dict[str, Any]:
-    """Python, platform, host, CPU, the CUDA/cuDNN torch runs on, the device and GPU names.
-
-    torch's own version is in `packages`, with every other distribution's.
-    """
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "device": device,
-        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        if cuda
-        else [],
-    }
 
 
 def environment_variables() -> dict[str, str]:
@@ -382,7 +348,7 @@ def build_record(
     checks: Mapping[str, Any],
     threads: int,
     gpus: int,
-    device: str,
+    machine: Mapping[str, Any],
     code: Mapping[str, Any],
     code_at_end: Mapping[str, Any],
     started: str,
@@ -392,7 +358,8 @@ def build_record(
 ) -> Provenance:
     """The record of a run that ends now, on this machine, in this environment.
 
-    `checks` is the data step's record (checks.json); `code` and `code_at_end` are
+    `checks` is the data step's record (checks.json); `machine` is `devices.describe`'s
+    account of where it ran; `code` and `code_at_end` are
     `git_state`s with the code `fingerprint` added, taken when the run started and ended.
     """
     changed = not (
@@ -429,7 +396,7 @@ def build_record(
             else None,
         ),
         data=Data(raw_sha256=dict(checks["raw_sha256"]), prepared_sha256=checks["prepared_sha256"]),
-        machine=Machine(**machine(device)),
+        machine=Machine(**machine),
         job=Job(
             started=started,
             finished=now(),
@@ -440,6 +407,22 @@ def build_record(
         env=environment_variables(),
         packages=packages(),
     )
+
+
+def install_command(records: Sequence[Provenance]) -> str:
+    """The shell line that installs the checkout with the torch and torchvision `records` used.
+
+    Where runs recorded different versions, the first run's are pinned.
+    """
+    pins = [
+        f"{name}=={version}"
+        for name, version in (
+            ("torch", records[0].torch_version),
+            ("torchvision", records[0].torchvision_version),
+        )
+        if version is not None
+    ]
+    return "python3 -m venv .venv && .venv/bin/pip install " + shlex.join([*pins, "-e", "."])
 
 
 JSON_KINDS = {

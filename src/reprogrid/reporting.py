@@ -11,7 +11,7 @@ import markdown
 import pandas as pd
 import yaml
 
-from reprogrid import cli, paths, provenance, stats
+from reprogrid import paths, provenance, stats
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -214,7 +214,7 @@ def reproduction_guide(
         "```bash",
         f"git clone {remotes[0] if remotes else '<repository>'} reprogrid && cd reprogrid",
         f"git checkout {commits[0] if commits else '<commit>'}",
-        cli.install_command(records),
+        provenance.install_command(records),
         f'PATH="$PWD/.venv/bin:$PATH" snakemake --cores {threads[-1]} --configfile reproduce.yaml',
         "```",
         "",

@@ -172,7 +172,7 @@ def train_job(job: TrainJob) -> int:
         checks=checks,
         threads=job.threads,
         gpus=job.gpus,
-        device=device,
+        machine=devices.describe(device),
         code=code,
         code_at_end=at_end,
         started=started,
