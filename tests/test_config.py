@@ -417,6 +417,31 @@ def test_messages_name_the_layer_that_set_the_key(schema, layers, tmp_path):
     assert resolution.source("grid", "seed") == str(layers[0])
 
 
+def test_adadelta_with_the_onecycle_schedule_is_refused_naming_both_keys(schema, layers):
+    with pytest.raises(
+        ConfigError,
+        match=r"train.optimizer \(set by --config\) and train.schedule \(set by --config\)",
+    ):
+        resolve_layers(
+            schema, layers, values={"train": {"optimizer": "adadelta", "schedule": "onecycle"}}
+        )
+    with pytest.raises(ConfigError, match=r"grid.optimizer .* and train.schedule .*: the onecycle"):
+        resolve_layers(
+            schema,
+            layers,
+            values={
+                "grid": {
+                    "seed": [0],
+                    "arch": ["mlp"],
+                    "lr": [0.1],
+                    "optimizer": ["adam", "adadelta"],
+                },
+                "train": {"schedule": "onecycle"},
+            },
+        )
+    resolve_layers(schema, layers, values={"train": {"optimizer": "adadelta", "schedule": "step"}})
+
+
 def test_check_local_gpus_refuses_gpus_torch_cannot_see():
     torch = pytest.importorskip("torch")
     configuration.check_local_gpus(0, "config key resources.gpu", "--config resources='{gpu: 0}'")

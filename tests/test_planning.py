@@ -61,6 +61,7 @@ def nothing_written(folder: Path) -> bool:
 
 REFUSALS = [
     # (--config values, fragments the message must hold)
+    (["train={optimizer: adadelta, schedule: onecycle}"], ["train.optimizer", "onecycle"]),
     (["grid={seed: [0], arch: [resnet], lr: [0.1]}"], ["grid.arch[0]", "resnet", "choose one"]),
     (["grid={seed: [0], arch: [mlp], lr: [-0.1]}"], ["grid.lr[0]", "-0.1", "greater than 0"]),
     (["grid={seed: [0], arch: [mlp], lr: [fast]}"], ["grid.lr[0]", "'fast'", "not a valid number"]),

@@ -410,6 +410,7 @@ def check_semantics(resolution: Resolution) -> None:
     config = resolution.config
     _check_raw_dir(config["data"]["raw_dir"], resolution.source("data", "raw_dir"))
     _check_split(resolution)
+    _check_schedule_fits_optimizer(resolution)
     criterion = config["analysis"]["criterion"]
     if criterion:
         archs = config["grid"]["arch"]
@@ -426,6 +427,25 @@ def check_semantics(resolution: Resolution) -> None:
             raise ConfigError(
                 f"config key analysis.criterion (set by {source}): better and worse must differ"
             )
+
+
+def _check_schedule_fits_optimizer(resolution: Resolution) -> None:
+    """The one-cycle schedule cycles momentum too, which Adadelta has none of: torch refuses
+    the pair when the optimiser is built, in every job, so refuse it here once."""
+    config = resolution.config
+
+    def values(key: str) -> tuple[list[Any], str]:
+        if key in config["grid"]:
+            return config["grid"][key], f"grid.{key} (set by {resolution.source('grid', key)})"
+        return [config["train"][key]], f"train.{key} (set by {resolution.source('train', key)})"
+
+    optimizers, optimizer_key = values("optimizer")
+    schedules, schedule_key = values("schedule")
+    if "adadelta" in optimizers and "onecycle" in schedules:
+        raise ConfigError(
+            f"config keys {optimizer_key} and {schedule_key}: the onecycle schedule cycles "
+            "momentum, which adadelta has none of; use another optimizer or schedule"
+        )
 
 
 def _check_raw_dir(raw_dir: str | None, source: str) -> None:
