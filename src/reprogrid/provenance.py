@@ -339,6 +339,29 @@ class Provenance:
         atomic.write_json(path, self.to_dict())
 
 
+def _code(code: Mapping[str, Any], code_at_end: Mapping[str, Any]) -> Code:
+    """The record's code: as at the start, with the end's state only where it differs."""
+    changed = not (
+        same_code(code, code_at_end) and code["fingerprint"] == code_at_end["fingerprint"]
+    )
+    return Code(
+        commit=code["commit"],
+        dirty=code["dirty"],
+        branch=code["branch"],
+        remote=code["remote"],
+        untracked_sources=list(code["untracked_sources"]),
+        patch=paths.DIFF_PATCH if code["diff"] else None,
+        fingerprint=code["fingerprint"],
+        at_end=CodeVersion(
+            commit=code_at_end["commit"],
+            dirty=code_at_end["dirty"],
+            fingerprint=code_at_end["fingerprint"],
+        )
+        if changed
+        else None,
+    )
+
+
 def build_record(
     *,
     run: str,
@@ -362,9 +385,6 @@ def build_record(
     account of where it ran; `code` and `code_at_end` are
     `git_state`s with the code `fingerprint` added, taken when the run started and ended.
     """
-    changed = not (
-        same_code(code, code_at_end) and code["fingerprint"] == code_at_end["fingerprint"]
-    )
     return Provenance(
         run=run,
         experiment=experiment,
@@ -379,22 +399,7 @@ def build_record(
             train=dict(params),
             resources=Resources(threads=threads, gpu=gpus),
         ),
-        code=Code(
-            commit=code["commit"],
-            dirty=code["dirty"],
-            branch=code["branch"],
-            remote=code["remote"],
-            untracked_sources=list(code["untracked_sources"]),
-            patch=paths.DIFF_PATCH if code["diff"] else None,
-            fingerprint=code["fingerprint"],
-            at_end=CodeVersion(
-                commit=code_at_end["commit"],
-                dirty=code_at_end["dirty"],
-                fingerprint=code_at_end["fingerprint"],
-            )
-            if changed
-            else None,
-        ),
+        code=_code(code, code_at_end),
         data=Data(raw_sha256=dict(checks["raw_sha256"]), prepared_sha256=checks["prepared_sha256"]),
         machine=Machine(**machine),
         job=Job(

@@ -133,6 +133,58 @@ def conclusion_html(conclusion: Mapping[str, Any]) -> str:
     return body
 
 
+def comparisons_html(
+    conclusion: Mapping[str, Any], best_shown: pd.DataFrame, comparisons_shown: pd.DataFrame
+) -> str:
+    """The comparisons page: the conclusion, the chosen settings and the pairwise tests."""
+    return (
+        conclusion_html(conclusion)
+        + "<h3>Chosen settings</h3>"
+        + html_table(best_shown)
+        + "<h3>Pairwise tests</h3>"
+        + html_table(comparisons_shown)
+    )
+
+
+def provenance_html(
+    conclusion: Mapping[str, Any],
+    runs: pd.DataFrame,
+    provenances: Mapping[str, provenance.Provenance],
+) -> str:
+    """The provenance page: the code-version warning, if any, above one row per run."""
+    warning = conclusion["code_versions"]["warning"]
+    shown = f"<p class='warning'>{warning}</p>" if warning else ""
+    return shown + html_table(provenance_table(runs, provenances))
+
+
+def summary_markdown(
+    experiment: str,
+    conclusion: Mapping[str, Any],
+    summary_shown: pd.DataFrame,
+    comparisons_shown: pd.DataFrame,
+) -> str:
+    """summary.md: the criterion's verdict, warnings, the summary and the comparisons."""
+    warning = conclusion["code_versions"]["warning"]
+    return "\n".join(
+        [
+            f"# {experiment}",
+            "",
+            conclusion["criterion"]["statement"],
+            "",
+            *[f"> {note}\n" for note in conclusion["selection"]],
+            "## Summary over seeds",
+            "",
+            summary_shown.to_markdown(index=False),
+            "",
+            "## Comparisons",
+            "",
+            comparisons_shown.to_markdown(index=False),
+            "",
+            *([f"> {warning}", ""] if warning else []),
+        ]
+    )
+
+
 def provenance_table(
     runs: pd.DataFrame, provenances: Mapping[str, provenance.Provenance]
 ) -> pd.DataFrame:
@@ -169,6 +221,27 @@ def _recorded(values: Sequence[Any], what: str) -> str:
     return f"{what} {' or '.join(found)} (the runs differ)"
 
 
+def _code_warnings(commits: Sequence[str], dirty: Sequence[str]) -> list[str]:
+    """The guide's warnings about code that cannot be pinned as one clean commit."""
+    lines = []
+    if not commits:
+        lines += [
+            "**Warning:** these runs record no git commit (they were not made in a git "
+            "checkout), so the code that produced them cannot be pinned.",
+            "",
+        ]
+    elif len(commits) > 1:
+        lines += ["**Warning:** the runs come from several commits; reproduce each run alone.", ""]
+    if dirty:
+        lines += [
+            f"**Warning:** {len(dirty)} run(s) were made on a dirty tree; each keeps its "
+            "uncommitted diff as `uncommitted.patch` in its folder "
+            "(`git apply` it after checkout).",
+            "",
+        ]
+    return lines
+
+
 def reproduction_guide(
     config: Mapping[str, Any],
     provenances: Mapping[str, provenance.Provenance],
@@ -193,21 +266,7 @@ def reproduction_guide(
         "(CPU results are bit-identical for the same threads, hardware and versions).",
         "",
     ]
-    if not commits:
-        lines += [
-            "**Warning:** these runs record no git commit (they were not made in a git "
-            "checkout), so the code that produced them cannot be pinned.",
-            "",
-        ]
-    elif len(commits) > 1:
-        lines += ["**Warning:** the runs come from several commits; reproduce each run alone.", ""]
-    if dirty:
-        lines += [
-            f"**Warning:** {len(dirty)} run(s) were made on a dirty tree; each keeps its "
-            "uncommitted diff as `uncommitted.patch` in its folder "
-            "(`git apply` it after checkout).",
-            "",
-        ]
+    lines += _code_warnings(commits, dirty)
     lines += [
         "Save the resolved configuration below as `reproduce.yaml`, then:",
         "",

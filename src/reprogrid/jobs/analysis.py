@@ -104,87 +104,77 @@ def tables_job(
     from reprogrid import reporting
 
     confidence = config["analysis"]["confidence"]
-    summary = pd.read_csv(inputs["summary"])
-    comparisons = pd.read_csv(inputs["comparisons"])
-    best = pd.read_csv(inputs["best"])
-    run_table = pd.read_csv(inputs["runs"])
+    shown = {
+        "summary": reporting.summary_display(pd.read_csv(inputs["summary"]), axes, confidence),
+        "comparisons": reporting.comparisons_display(
+            pd.read_csv(inputs["comparisons"]), confidence
+        ),
+        "best": reporting.summary_display(pd.read_csv(inputs["best"]), axes, confidence),
+    }
     conclusion = json.loads(Path(inputs["conclusion"]).read_text())
     provenances = reporting.read_provenances(provenance_files)
-
-    summary_shown = reporting.summary_display(summary, axes, confidence)
-    comparisons_shown = reporting.comparisons_display(comparisons, confidence)
-    best_shown = reporting.summary_display(best, axes, confidence)
-    page, table = reporting.page, reporting.html_table
-    atomic.write_text(
-        outputs["summary_html"],
-        page(f"Summary over seeds: {experiment}", table(summary_shown)),
-    )
-    atomic.write_text(
-        outputs["comparisons_html"],
-        page(
+    run_table = pd.read_csv(inputs["runs"])
+    pages = {
+        "summary_html": (
+            f"Summary over seeds: {experiment}",
+            reporting.html_table(shown["summary"]),
+        ),
+        "comparisons_html": (
             "Comparisons at the settings chosen on validation accuracy",
-            reporting.conclusion_html(conclusion)
-            + "<h3>Chosen settings</h3>"
-            + table(best_shown)
-            + "<h3>Pairwise tests</h3>"
-            + table(comparisons_shown),
+            reporting.comparisons_html(conclusion, shown["best"], shown["comparisons"]),
         ),
-    )
-    versions = conclusion["code_versions"]
-    warning = f"<p class='warning'>{versions['warning']}</p>" if versions["warning"] else ""
-    atomic.write_text(
-        outputs["provenance_html"],
-        page(
+        "provenance_html": (
             "Provenance of every run",
-            warning + table(reporting.provenance_table(run_table, provenances)),
+            reporting.provenance_html(conclusion, run_table, provenances),
         ),
-    )
-    guide = reporting.reproduction_guide(config, provenances, summary_shown)
-    atomic.write_text(
-        outputs["reproduction_html"],
-        reporting.markdown_page(f"Reproducing {experiment}", guide),
-    )
-    labbook_text = (
-        Path(labbook).read_text(encoding="utf-8")
-        if labbook
-        else f"No lab book: write `config/experiments/{experiment}.md` for this experiment."
-    )
-    atomic.write_text(
-        outputs["labbook_html"], reporting.markdown_page(f"Lab book: {experiment}", labbook_text)
-    )
+    }
+    for key, (title, body) in pages.items():
+        atomic.write_text(outputs[key], reporting.page(title, body))
+    texts = {
+        "reproduction_html": (
+            f"Reproducing {experiment}",
+            reporting.reproduction_guide(config, provenances, shown["summary"]),
+        ),
+        "labbook_html": (f"Lab book: {experiment}", _labbook_text(experiment, labbook)),
+    }
+    for key, (title, text) in texts.items():
+        atomic.write_text(outputs[key], reporting.markdown_page(title, text))
+    _write_thesis_files(experiment, shown, conclusion, outputs)
+    return 0
+
+
+def _labbook_text(experiment: str, labbook: str | None) -> str:
+    if labbook:
+        return Path(labbook).read_text(encoding="utf-8")
+    return f"No lab book: write `config/experiments/{experiment}.md` for this experiment."
+
+
+def _write_thesis_files(
+    experiment: str,
+    shown: Mapping[str, pd.DataFrame],
+    conclusion: Mapping[str, Any],
+    outputs: Mapping[str, str],
+) -> None:
+    """The LaTeX tables and the Markdown summary a thesis takes over as they are."""
+    from reprogrid import reporting
+
     atomic.write_text(
         outputs["summary_tex"],
         reporting.latex_table(
-            summary_shown, f"Test accuracy over seeds ({experiment})", f"tab:{experiment}-summary"
+            shown["summary"],
+            f"Test accuracy over seeds ({experiment})",
+            f"tab:{experiment}-summary",
         ),
     )
     atomic.write_text(
         outputs["comparisons_tex"],
         reporting.latex_table(
-            comparisons_shown,
+            shown["comparisons"],
             f"Pairwise comparisons ({experiment})",
             f"tab:{experiment}-comparisons",
         ),
     )
     atomic.write_text(
         outputs["summary_md"],
-        "\n".join(
-            [
-                f"# {experiment}",
-                "",
-                conclusion["criterion"]["statement"],
-                "",
-                *[f"> {warning}\n" for warning in conclusion["selection"]],
-                "## Summary over seeds",
-                "",
-                summary_shown.to_markdown(index=False),
-                "",
-                "## Comparisons",
-                "",
-                comparisons_shown.to_markdown(index=False),
-                "",
-                *([f"> {versions['warning']}", ""] if versions["warning"] else []),
-            ]
-        ),
+        reporting.summary_markdown(experiment, conclusion, shown["summary"], shown["comparisons"]),
     )
-    return 0
