@@ -55,9 +55,7 @@ def test_a_log_is_read_from_its_last_attempt(tmp_path):
         '  File "x.py", line 1, in <module>\n'
         "OSError: an earlier attempt\n"
         f"{stamp} INFO {logs.ATTEMPT_LINE % ('r', 'cpu', 1)}\n"
-        f"{stamp} INFO "
-        + logs.EPOCH_LINE % (3, 10, 0.5, 0.8, 0.8, 12.5, logs.duration(88))
-        + "\n"
+        f"{stamp} INFO " + logs.EPOCH_LINE % (3, 10, 0.5, 0.8, 0.8, 12.5, logs.duration(88)) + "\n"
         f"{stamp} INFO {logs.PROGRESS_LINE % (4, 10, 7, 20, 31, logs.duration(60))}\n"
     )
     tail = status.read_log(log)
@@ -178,7 +176,9 @@ def test_compare_shows_the_summaries_own_means(two_experiments):
     ]
     assert "arch" not in rows[0]  # the same in every row
     for row in rows:
-        summary = read_rows((folder / f"results/{row['experiment']}/summary/summary.csv").read_text())
+        summary = read_rows(
+            (folder / f"results/{row['experiment']}/summary/summary.csv").read_text()
+        )
         mine = next(line for line in summary if line["lr"] == row["lr"])
         for column in ("test_acc_mean", "test_acc_sd", "val_acc_ci95_low", "n", "n_diverged"):
             assert float(row[column]) == float(mine[column])
@@ -204,7 +204,7 @@ def test_compare_names_a_stale_summary(two_experiments):
     result = reprogrid("compare", "wide", cwd=folder)
     assert result.returncode == 0
     assert "results/wide/summary/summary.csv is stale (1 run(s) finished after it" in result.stderr
-    assert "0.01" in result.stdout
+    assert "wide" in result.stdout  # one setting: no parameter differs, the experiment shows
 
 
 @pytest.mark.workflow
@@ -216,8 +216,7 @@ def test_bad_input_ends_in_one_line(two_experiments):
     assert_one_line_error(
         reprogrid("compare", "tiny", "--where", "width=3", cwd=folder), "--where width: no such"
     )
-    config = folder / "results/tiny/config.yaml"
-    config.write_text("experiment: tiny\ngrid: {seed: [0, 1], arch: [mlp], lr: [0.001, 0.003]}\n")
+    config = folder.parent / "tiny.yaml"
     run = folder / "results/tiny/runs/arch=mlp/lr=0.001/seed=0"
     (run / "metrics.json").write_text("{not json")
     assert_one_line_error(
@@ -255,7 +254,9 @@ def test_the_grid_runs_and_their_states_from_files(tmp_path, monkeypatch):
         os.utime(marker, (old - 1, old - 1))
     markers = status.incomplete_markers()
     states = {
-        run: status.run_status(run, folders[run], 4, markers.get(f"results/x/runs/{run}/metrics.json"), now)
+        run: status.run_status(
+            run, folders[run], 4, markers.get(f"results/x/runs/{run}/metrics.json"), now
+        )
         for run in runs
     }
     assert {run: s.state for run, s in states.items()} == {
@@ -265,6 +266,6 @@ def test_the_grid_runs_and_their_states_from_files(tmp_path, monkeypatch):
         stalled: "stalled",
         pending: "pending",
     }
-    assert states[running].epoch == 1 and 7.5 < states[running].eta <= 9.0
+    assert states[running].epoch == 1 and 7.0 <= states[running].eta <= 8.0
     assert states[queued].note == "Slurm job 77"
     assert states[done].seconds_per_epoch == 2.0

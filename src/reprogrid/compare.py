@@ -212,7 +212,9 @@ def build(
     else:
         for metric in metrics:
             header += [f"{metric} mean ± sd", f"{metric} 95% CI"]
-            number_header += [f"{metric}_{part}" for part in ("mean", "sd", "ci95_low", "ci95_high")]
+            number_header += [
+                f"{metric}_{part}" for part in ("mean", "sd", "ci95_low", "ci95_high")
+            ]
         header += ["n", "diverged"]
         number_header += ["n", "n_runs", "n_diverged"]
     rows, numbers = [], []

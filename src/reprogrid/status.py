@@ -259,9 +259,7 @@ def _metrics(path: Path) -> dict[str, Any] | None:
     return metrics
 
 
-def run_status(
-    run: str, folder: Path, epochs: int, marker: Path | None, now: float
-) -> RunStatus:
+def run_status(run: str, folder: Path, epochs: int, marker: Path | None, now: float) -> RunStatus:
     """The state of one run, from its folder and its incomplete marker (None: unmarked)."""
     metrics = _metrics(folder / "metrics.json")
     if metrics is not None:
@@ -291,9 +289,7 @@ def _pace(tail: LogTail) -> float | None:
     return sum(seconds) / len(seconds) if seconds else None
 
 
-def _marked(
-    run: str, epochs: int, marker: Path, tail: LogTail | None, now: float
-) -> RunStatus:
+def _marked(run: str, epochs: int, marker: Path, tail: LogTail | None, now: float) -> RunStatus:
     try:
         marked_at = marker.stat().st_mtime
         job = json.loads(marker.read_text()).get("external_jobid")
@@ -392,9 +388,7 @@ def _lines(header: Sequence[str], rows: Sequence[Sequence[tuple[str, str]]]):
     against 0.5 s for these lines (docs/benchmarks.md)."""
     from rich.text import Text
 
-    widths = [
-        max([len(name), *(len(row[i][0]) for row in rows)]) for i, name in enumerate(header)
-    ]
+    widths = [max([len(name), *(len(row[i][0]) for row in rows)]) for i, name in enumerate(header)]
     widths[-1] = 0
     head = _row([(name, "bold") for name in header], widths)
     return Text("\n").join([head, *(_row(row, widths) for row in rows)])
