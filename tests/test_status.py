@@ -140,8 +140,8 @@ def test_the_screen_a_user_sees_in_tmux(grid_project, tmp_path):
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
     rows = [line.split() for line in screen.splitlines() if line.strip()]
     assert rows[0] == ["run", "state", "epoch", "s/epoch", "ETA", "note"]
-    assert ["arch=mlp/lr=0.003/seed=0", "done", "6/6"] == rows[3][:3]
-    assert ["arch=cnn/lr=0.003/seed=0", "pending", "0/6"] == rows[1]
+    assert rows[3][:3] == ["arch=mlp/lr=0.003/seed=0", "done", "6/6"]
+    assert rows[1] == ["arch=cnn/lr=0.003/seed=0", "pending", "0/6"]
     assert "tiny: 4 runs: 1 done, 3 pending; epochs 6/24 (25%); ETA" in screen
 
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-
 # The lines of a train.log that `reprogrid status` parses, each format beside its pattern.
 # Every line starts with `TIME_FORMAT`'s timestamp, a comma, milliseconds and the level.
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
