@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -16,8 +17,17 @@ from pathlib import Path
 import pytest
 from test_cli import assert_one_line_error, reprogrid
 
-from conftest import REPO, copy_project, small_grid, snakemake, write_config
-from reprogrid import logs, status
+from conftest import (
+    REPO,
+    copy_project,
+    small_grid,
+    snakemake,
+    train_params,
+    train_run,
+    write_config,
+)
+from reprogrid import logs, status, training
+from reprogrid.jobs.train import EpochLog
 
 FAILS = "arch=mlp/lr=0.01/seed=0"
 
@@ -61,6 +71,28 @@ def test_a_log_is_read_from_its_last_attempt(tmp_path):
     tail = status.read_log(log)
     assert tail.error is None
     assert (tail.epoch, tail.epoch_seconds, tail.batch) == (3, (12.5,), (7, 20))
+
+
+def test_progress_is_logged_without_changing_a_result(prepared, tmp_path, monkeypatch, caplog):
+    params = train_params(arch="mlp", lr=0.01, epochs=2, batch_size=64, seed=0)
+    quiet = train_run(prepared, tmp_path / "quiet", params)
+    # Every batch counts as a long epoch's 30 s here.
+    monkeypatch.setattr(training, "PROGRESS_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO, logger="reprogrid"):
+        loud = train_run(prepared, tmp_path / "loud", params, on_epoch=EpochLog(2))
+    messages = [record.getMessage() for record in caplog.records]
+    progress = [logs.PROGRESS.match(m) for m in messages if logs.PROGRESS.match(m)]
+    epochs = [logs.EPOCH.match(m) for m in messages if logs.EPOCH.match(m)]
+    assert [(m[1], m[2]) for m in epochs] == [("1", "2"), ("2", "2")]
+    assert progress[0].groups()[:3] == ("1", "2", "1")
+    assert progress[-1].groups()[:2] == ("2", "2")
+    assert progress[-1][3] == progress[-1][4]  # the last batch of n is batch n
+    assert "run ETA 0 s" in [m for m in messages if logs.EPOCH.match(m)][-1]
+    timing = ("train_seconds",)
+    assert {k: v for k, v in loud.metrics.items() if k not in timing} == {
+        k: v for k, v in quiet.metrics.items() if k not in timing
+    }
+    assert all(loud.weights[k].equal(quiet.weights[k]) for k in quiet.weights)
 
 
 @pytest.fixture
