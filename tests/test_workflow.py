@@ -148,6 +148,12 @@ def test_report_holds_the_figures(finished):
         assert name in report
     for name in ("learning_curves.pdf", "seed_spread.pdf", "summary.tex"):
         assert (folder / "reports/tiny" / name).is_file()
+    # Every run's page carries its axes as labels, the columns the report filters by.
+    for arch in ("mlp", "cnn"):
+        for lr in ("0.001", "0.003"):
+            for seed in ("0", "1"):
+                labels = {"arch": arch, "lr": lr, "seed": seed, "other axes": ""}
+                assert f'"labels": {json.dumps(labels)}' in report
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,4 +1,6 @@
-"""The `reprogrid` command: `reprogrid reproduce <run folder>` prints, or runs, a run's exact steps.
+"""The `reprogrid` command: `reproduce` a run, `sync` W&B runs, `status` of a grid, `compare`.
+
+`reprogrid reproduce <run folder>` prints, or runs, a run's exact steps.
 
 The steps come from the run's provenance.json alone: clone the recorded remote (or the
 checkout the run folder lives in), check out the commit, apply the saved patch when the tree
@@ -27,7 +29,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from reprogrid import audit, paths, provenance
+from reprogrid import audit, compare, paths, provenance, status
 from reprogrid.provenance import shown
 
 CONFIG_NAME = "reproduce.yaml"
@@ -400,45 +402,8 @@ def sync(args: argparse.Namespace) -> int:
     return subprocess.run(command).returncode
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reprogrid", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    reproduce = commands.add_parser(
-        "reproduce", help="print (or run, with --execute) the exact steps that reproduce a run"
-    )
-    reproduce.add_argument("run_dir", help="a run folder: results/<experiment>/runs/<run>")
-    reproduce.add_argument(
-        "--execute",
-        action="store_true",
-        help="run the steps in a scratch folder and compare the weights bit for bit",
-    )
-    reproduce.add_argument(
-        "--workdir", help="where to clone (must not exist yet); default: a new temporary folder"
-    )
-    reproduce.add_argument(
-        "--source", help="repository URL or path to clone instead of the recorded one"
-    )
-    reproduce.add_argument(
-        "--raw-dir",
-        help="folder with the four IDX files (default: the one the run recorded, else download)",
-    )
-    upload = commands.add_parser(
-        "sync", help="upload an experiment's offline W&B runs (from a machine with internet)"
-    )
-    upload.add_argument("results", help="the experiment's results folder: results/<experiment>")
-    upload.add_argument("--project", help="W&B project (default: the one each run recorded)")
-    upload.add_argument("--entity", help="W&B entity (default: the one each run recorded)")
-    upload.add_argument(
-        "--dry-run", action="store_true", help="print the wandb sync command, run nothing"
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `reprogrid`; returns the exit status (0 identical/printed, 1 differs)."""
-    args = _parser().parse_args(argv)
-    if args.command == "sync":
-        return sync(args)
+def reproduce(args: argparse.Namespace) -> int:
+    """`reprogrid reproduce`: 0 identical or printed, 1 differs, 2 refused."""
     raw_dir = str(Path(args.raw_dir).resolve()) if args.raw_dir else None
     try:
         the_plan = plan(args.run_dir, args.source, raw_dir)
@@ -457,6 +422,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print("identical" if identical else "differs")
     return 0 if identical else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reprogrid", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    reproducing = commands.add_parser(
+        "reproduce", help="print (or run, with --execute) the exact steps that reproduce a run"
+    )
+    reproducing.add_argument("run_dir", help="a run folder: results/<experiment>/runs/<run>")
+    reproducing.add_argument(
+        "--execute",
+        action="store_true",
+        help="run the steps in a scratch folder and compare the weights bit for bit",
+    )
+    reproducing.add_argument(
+        "--workdir", help="where to clone (must not exist yet); default: a new temporary folder"
+    )
+    reproducing.add_argument(
+        "--source", help="repository URL or path to clone instead of the recorded one"
+    )
+    reproducing.add_argument(
+        "--raw-dir",
+        help="folder with the four IDX files (default: the one the run recorded, else download)",
+    )
+    reproducing.set_defaults(handler=reproduce)
+    upload = commands.add_parser(
+        "sync", help="upload an experiment's offline W&B runs (from a machine with internet)"
+    )
+    upload.add_argument("results", help="the experiment's results folder: results/<experiment>")
+    upload.add_argument("--project", help="W&B project (default: the one each run recorded)")
+    upload.add_argument("--entity", help="W&B entity (default: the one each run recorded)")
+    upload.add_argument(
+        "--dry-run", action="store_true", help="print the wandb sync command, run nothing"
+    )
+    upload.set_defaults(handler=sync)
+    status.add_parser(commands)
+    compare.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `reprogrid`: the chosen command's exit status (2: refused input)."""
+    args = _parser().parse_args(argv)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

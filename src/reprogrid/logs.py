@@ -1,11 +1,39 @@
-"""Logging of the pipeline's jobs."""
+"""Logging of the pipeline's jobs, and the train.log lines `reprogrid status` reads back."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from types import TracebackType
+
+# The lines of a train.log that `reprogrid status` parses, each format beside its pattern.
+# Every line starts with `TIME_FORMAT`'s timestamp, a comma, milliseconds and the level.
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ ([A-Z]+) (.*)")
+# The first line of each attempt (a resumed job appends to the same log).
+ATTEMPT_LINE = "run %s on %s with %d thread(s)"
+ATTEMPT = re.compile(r"run \S+ on \S+ with \d+ thread")
+# One line per epoch: epoch k of N, its metrics, its wall seconds and the run's ETA.
+EPOCH_LINE = "epoch %d/%d: train_loss %.4f val_acc %.4f test_acc %.4f (%.1f s, run ETA %s)"
+EPOCH = re.compile(r"epoch (\d+)/(\d+): train_loss .* \((\d+\.\d) s, run ETA")
+# Progress within an epoch longer than `training.PROGRESS_SECONDS`.
+PROGRESS_LINE = "epoch %d/%d: batch %d/%d (%.0f s, epoch ETA %s)"
+PROGRESS = re.compile(r"epoch (\d+)/(\d+): batch (\d+)/(\d+) \((\d+) s")
+STOPPED_LINE = "stopped by signal %d in epoch %d after batch %d; checkpoint saved"
+STOPPED = re.compile(r"stopped by signal \d+ in epoch")
+TRACEBACK = "Traceback (most recent call last):"
+
+
+def duration(seconds: float) -> str:
+    """`seconds` as a person reads a duration: 45 s, 12 min 03 s, 3 h 05 min."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
 def _log_uncaught(

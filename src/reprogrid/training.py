@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reprogrid import atomic, checkpoint, data, models
+from reprogrid import atomic, checkpoint, data, logs, models
 
 HISTORY_COLUMNS = (
     "epoch",
@@ -46,6 +46,9 @@ HISTORY_COLUMNS = (
 METRIC_KEYS = ("test_acc", "test_loss", "val_acc", "val_loss")
 
 log = logging.getLogger("reprogrid.training")
+
+# An epoch longer than this logs its progress this often: a long epoch shows it is alive.
+PROGRESS_SECONDS = 30.0
 
 
 class Stopped(RuntimeError):
@@ -419,7 +422,8 @@ def train_epoch(
     model.train()
     order = epoch_order(splits.x_train.shape[0], cfg["seed"], epoch, setup.device)
     tally = EpochTally.resume(state.accum, optimizer.param_groups[0]["lr"], setup.device)
-    tick = time.perf_counter()
+    tick = reported = time.perf_counter()
+    first = state.batch
     for step in range(state.batch, setup.steps):
         idx = order[step * batch_size : (step + 1) * batch_size]
         xb, yb = splits.x_train[idx], splits.y_train[idx]
@@ -434,17 +438,26 @@ def train_epoch(
         tally.loss += loss.detach().double() * yb.shape[0]
         tally.correct += (logits.detach().argmax(1) == yb).sum()
         tally.seen += yb.shape[0]
+        # A clock read only, no device sync: the arithmetic is that of a silent loop.
+        now = time.perf_counter()
+        if now - reported >= PROGRESS_SECONDS:
+            reported = now
+            per_batch = (now - tick) / (step + 1 - first)
+            log.info(
+                logs.PROGRESS_LINE,
+                epoch + 1,
+                cfg["epochs"],
+                step + 1,
+                setup.steps,
+                tally.seconds + now - tick,
+                logs.duration(per_batch * (setup.steps - step - 1)),
+            )
         if flag.raised is not None:
             # The partial epoch's seconds travel in `accum`; the epoch's end adds them.
             tally.seconds += time.perf_counter() - tick
             state.epoch, state.batch, state.accum = epoch, step + 1, tally.accum()
             checkpoint.save(checkpoint_path, state.checkpoint())
-            log.info(
-                "stopped by signal %d in epoch %d after batch %d; checkpoint saved",
-                flag.raised,
-                epoch + 1,
-                step + 1,
-            )
+            log.info(logs.STOPPED_LINE, flag.raised, epoch + 1, step + 1)
             raise Stopped(f"stopped by signal {flag.raised}; rerun to resume")
     tally.seconds += time.perf_counter() - tick
     return tally

@@ -20,10 +20,20 @@ rule figures:
         spread_pdf=figure_pdf("spread"),
         run_figures=report(
             directory(paths.report_file(EXPERIMENT, paths.RUN_FIGURES)),
-            patterns=["{name}.png"],
+            # A run figure is named after its run id, commas for slashes; axes beyond
+            # arch, lr and seed stay in `other`, so every run gets one page.
+            patterns=[
+                "arch={arch,[^,]+},lr={lr,[^,]+}{other,(,[a-z_]+=[^,]+)*},seed={seed,[0-9]+}.png"
+            ],
             caption="../report/run_curve.rst",
             category="Runs",
-            labels={"run": "{name}"},
+            subcategory="{arch}",
+            labels={
+                "arch": "{arch}",
+                "lr": "{lr}",
+                "seed": "{seed}",
+                "other axes": "{other}",
+            },
         ),
     log:
         paths.log_file(EXPERIMENT, "figures"),

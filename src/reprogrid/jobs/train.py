@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reprogrid import atomic, fingerprint, paths, provenance
-from reprogrid.logs import setup_logging
+from reprogrid import atomic, fingerprint, logs, paths, provenance
 
 if TYPE_CHECKING:
     from reprogrid.training import RunResult
@@ -56,16 +55,30 @@ class TrainJob:
         return Path(self.outputs["metrics"]).parent
 
 
-def log_epoch(row: Mapping[str, Any]) -> None:
-    """One line in the job's log per epoch trained."""
-    log.info(
-        "epoch %d: train_loss %.4f val_acc %.4f test_acc %.4f (%.1f s)",
-        row["epoch"],
-        row["train_loss"],
-        row["val_acc"],
-        row["test_acc"],
-        row["epoch_seconds"],
-    )
+class EpochLog:
+    """The job's log line per epoch trained: epoch k of N, its metrics, its wall seconds
+    (evaluation and checkpoint included) and the run's ETA at this attempt's pace."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.started = self.last = time.perf_counter()
+        self.trained = 0
+
+    def __call__(self, row: Mapping[str, Any]) -> None:
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        self.trained += 1
+        left = self.epochs - row["epoch"]
+        log.info(
+            logs.EPOCH_LINE,
+            row["epoch"],
+            self.epochs,
+            row["train_loss"],
+            row["val_acc"],
+            row["test_acc"],
+            seconds,
+            logs.duration((now - self.started) / self.trained * left),
+        )
 
 
 def code_at_start(repo_dir: str, planned_code: str | None) -> dict[str, Any]:
@@ -139,7 +152,7 @@ def train_job(job: TrainJob) -> int:
     started = provenance.now()
     code = code_at_start(job.repo_dir, job.planned_code)
     device, gpu_lock = devices.select_device(job.gpus)
-    log.info("run %s on %s with %d thread(s)", job.run, device, job.threads)
+    log.info(logs.ATTEMPT_LINE, job.run, device, job.threads)
 
     load_tick = time.perf_counter()
     prepared = data.load_prepared(job.prepared_path)
@@ -154,7 +167,7 @@ def train_job(job: TrainJob) -> int:
             checkpoint_path=job.run_dir / paths.CHECKPOINT,
             threads=job.threads,
             device=device,
-            on_epoch=log_epoch,
+            on_epoch=EpochLog(job.params["epochs"]),
             data_sha256=checks["prepared_sha256"],
             code=code["fingerprint"],
         )
@@ -203,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, default=0)
     parser.add_argument("--code", help="the code fingerprint the run was planned with")
     args = parser.parse_args(argv)
-    setup_logging(args.log)
+    logs.setup_logging(args.log)
     job = TrainJob(
         run=args.run,
         params=json.loads(args.params),
