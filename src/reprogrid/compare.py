@@ -84,7 +84,7 @@ def _train_params(experiment: str, runs: Sequence[Mapping[str, str]]) -> dict[st
             f"run Snakemake with --config experiment={experiment} to rebuild it"
         ) from None
     except provenance.ProvenanceError as err:
-        raise CompareError(f"{record_path}: {err}") from None
+        raise CompareError(str(err)) from None
 
 
 def staleness(experiment: str, summary: Path, runs: Sequence[Mapping[str, str]]) -> list[str]:
