@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import math
 import re
 import shlex
@@ -344,11 +345,11 @@ def execute(the_plan: Plan, workdir: Path) -> bool:
     _step(["git", "-c", "advice.detachedHead=false", "checkout", the_plan.commit], workdir, log)
     if the_plan.patch is not None:
         _step(["git", "apply", str(the_plan.patch)], workdir, log)
-    import torch
-
+    # The installed distribution's version, as the run's record took it (`packages`).
+    installed = importlib.metadata.version("torch")
     recorded = the_plan.record.torch_version
-    if torch.__version__ != recorded:
-        print(f"warning: this Python has torch {torch.__version__}, the run used {recorded}")
+    if installed != recorded:
+        print(f"warning: this Python has torch {installed}, the run used {recorded}")
     (workdir / CONFIG_NAME).write_text(_config_text(the_plan.config), encoding="utf-8")
     _step([sys.executable, "-m", "snakemake", *snakemake_args(the_plan)], workdir, log)
     reproduced = workdir / the_plan.target
