@@ -13,6 +13,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/track.smk"
+include: "workflow/rules/sync.smk"
 
 
 rule all:

@@ -1,4 +1,5 @@
-"""The `reprogrid` command: `reprogrid reproduce <run folder>` prints, or runs, a run's exact steps.
+"""The `reprogrid` command: `reprogrid reproduce <run folder>` prints, or runs, a run's exact steps;
+`reprogrid sync` uploads offline W&B runs; `reprogrid pull` copies raw data from remote storage.
 
 The steps come from the run's provenance.json alone: clone the recorded remote (or the
 checkout the run folder lives in), check out the commit, apply the saved patch when the tree
@@ -400,6 +401,21 @@ def sync(args: argparse.Namespace) -> int:
     return subprocess.run(command).returncode
 
 
+def pull(args: argparse.Namespace) -> int:
+    """`reprogrid pull`: copy a remote folder (raw data) into a local one with rclone; never
+    deletes a local file. Credentials come from rclone's config or environment."""
+    from reprogrid import remote
+
+    try:
+        remote.check(args.remote, f"reprogrid pull {args.remote}")
+        copied = remote.copy(args.remote, args.folder)
+    except remote.RemoteError as err:
+        print(f"reprogrid: {err}", file=sys.stderr)
+        return 2
+    print(f"{copied.transferred} files copied from {args.remote} into {args.folder}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reprogrid", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -431,6 +447,12 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument(
         "--dry-run", action="store_true", help="print the wandb sync command, run nothing"
     )
+    download = commands.add_parser(
+        "pull",
+        help="copy a folder from remote storage (rclone) here, e.g. raw data into data.raw_dir",
+    )
+    download.add_argument("remote", help="an rclone remote and folder: name:path")
+    download.add_argument("folder", help="the local folder to copy into (created if missing)")
     return parser
 
 
@@ -439,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "sync":
         return sync(args)
+    if args.command == "pull":
+        return pull(args)
     raw_dir = str(Path(args.raw_dir).resolve()) if args.raw_dir else None
     try:
         the_plan = plan(args.run_dir, args.source, raw_dir)
