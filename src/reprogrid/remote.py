@@ -3,8 +3,8 @@
 A remote is what rclone accepts as a place: `name:path` for a remote defined in rclone's
 config file or by `RCLONE_CONFIG_<NAME>_*` environment variables, `:backend:path`, or a local
 folder. Its credentials stay there: a remote written with inline parameters
-(`name,key=value:path`, `:s3,secret_access_key=...:bucket`) is refused, because the config that
-names the remote is recorded in every run's provenance.
+(`name,key=value:path`, `:s3,secret_access_key=...:bucket`) is refused, because the remote
+is shown in Snakemake's plan and logs and stored in its metadata.
 
 Copies never delete at the destination unless asked (`rclone sync` instead of `rclone copy`),
 and a copy of files the destination already holds (same size and modification time) copies
@@ -100,7 +100,7 @@ def check(remote: str | None, key: str) -> None:
     if inline and inline["params"]:
         raise RemoteError(
             f"{key}: remote {inline['name']!r} is given with inline parameters, which would "
-            "be recorded with the config; define the remote in rclone's config (rclone config) "
+            "be shown in logs; define the remote in rclone's config (rclone config) "
             f"or as RCLONE_CONFIG_{inline['name'].upper()}_* environment variables instead"
         )
     rclone = _rclone()
