@@ -7,6 +7,12 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+# With --software-deployment-method apptainer every rule runs in this image (key `container`).
+container: config["container"]
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"

@@ -39,6 +39,14 @@ except ConfigError as error:
 config.clear()
 config.update(RESOLUTION.config)
 
+# The image every rule runs in under --software-deployment-method apptainer (key `container`).
+glue.export_container(
+    config["container"]
+    if "APPTAINER"
+    in {method.name for method in workflow.deployment_settings.deployment_method}
+    else None
+)
+
 EXPERIMENT = config["experiment"]
 DATASET = config["data"]["dataset"]
 # The raw files checked as the data job checks them, and the key of their prepared data.
