@@ -8,7 +8,8 @@ machine's wheels; then runs a small grid with `snakemake` inside the image's fil
 (a chroot with /proc and /dev bound, the image's environment applied, as a container runtime
 would) and the same grid in this venv, and compares the weights byte for byte.
 
-Slow (several minutes, most of it debootstrap and installing torch): `pytest -m slow`.
+Slow, run by `pytest -m slow`: about 4 minutes here (debootstrap 75 s, the build 140 s, the
+two grids 28 s).
 """
 
 from __future__ import annotations
