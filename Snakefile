@@ -7,12 +7,19 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+# With --software-deployment-method apptainer every rule runs in this image (key `container`).
+container: config["container"]
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/track.smk"
+include: "workflow/rules/sync.smk"
 
 
 rule all:

@@ -1,8 +1,10 @@
-"""Each rule's conda env provides every module its script can import, read statically.
+"""Each rule's conda env provides every module its script can import, read statically, at the
+versions uv.lock pins.
 
 No conda channel is reachable here, so the envs are checked by reading: the rules (.smk) name
 a script and an env, the script and the reprogrid modules it reaches name their imports (ast),
-and every import outside the standard library must be a package the env file lists.
+and every import outside the standard library must be a package the env file lists. Every
+package an env file pins must have that version in uv.lock, for the Python the env pins.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.markers import Marker
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 RULE_FILES = sorted((REPO / "workflow/rules").glob("*.smk"))
+ENV_FILES = sorted((REPO / "envs").glob("*.yaml"))
 
 # Conda package names that provide an import name, where the two differ.
 CONDA_NAMES = {
@@ -27,6 +32,15 @@ CONDA_NAMES = {
     "PIL": {"pillow"},
     "matplotlib": {"matplotlib", "matplotlib-base"},
     "seaborn": {"seaborn", "seaborn-base"},
+}
+
+# PyPI names (as uv.lock spells them) of conda packages, where the two differ.
+PYPI_NAMES = {
+    "pytorch": "torch",
+    "pytorch-gpu": "torch",
+    "pytorch-cpu": "torch",
+    "matplotlib-base": "matplotlib",
+    "seaborn-base": "seaborn",
 }
 
 # pandas methods that import an optional package on call, invisible to an import scan.
@@ -171,7 +185,73 @@ def test_rule_env_provides_every_import(rule):
     assert not missing, f"rule {rule}: {env.name} lacks {missing}"
 
 
-@pytest.mark.parametrize("env", sorted((REPO / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def lock_versions(lock: Path, python: str) -> dict[str, set[str]]:
+    """Package name to the versions uv.lock installs on CPython `python` (e.g. "3.11") on
+    x86-64 Linux: a package the lock resolves differently per Python counts only in the
+    resolutions whose markers admit that one."""
+    target = {
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+    }
+    versions: dict[str, set[str]] = {}
+    for package in tomllib.loads(lock.read_text())["package"]:
+        markers = package.get("resolution-markers")
+        if markers and not any(Marker(marker).evaluate(target) for marker in markers):
+            continue
+        versions.setdefault(package["name"], set()).add(package["version"])
+    return versions
+
+
+def lock_disagreements(env: Path, lock: Path) -> dict[str, tuple[str, list[str]]]:
+    """Packages `env` pins at a version uv.lock does not install for the env's Python: name to
+    (the env's version, the lock's versions, empty if the lock lacks the package)."""
+    pins = env_packages(env)
+    locked = lock_versions(lock, pins["python"])
+    wrong = {}
+    for conda_name, version in pins.items():
+        if conda_name == "python":
+            continue
+        name = PYPI_NAMES.get(conda_name, conda_name)
+        if version not in locked.get(name, set()):
+            wrong[name] = (version, sorted(locked.get(name, set())))
+    return wrong
+
+
+@pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.name)
+def test_env_pins_agree_with_the_lock(env):
+    wrong = lock_disagreements(env, REPO / "uv.lock")
+    assert not wrong, f"{env.name} pins differ from uv.lock (env, lock): {wrong}"
+
+
+def test_the_lock_check_sees_a_version_that_differs(tmp_path):
+    # The training env with numpy one release off, and a package the lock lacks, must fail.
+    env = REPO / "envs/train.yaml"
+    spec = yaml.safe_load(env.read_text())
+    spec["dependencies"] = [
+        "numpy =2.4.5" if d.startswith("numpy") else d for d in spec["dependencies"]
+    ] + ["no-such-package =1.0"]
+    other = tmp_path / "train.yaml"
+    other.write_text(yaml.safe_dump(spec))
+    assert lock_disagreements(env, REPO / "uv.lock") == {}
+    assert lock_disagreements(other, REPO / "uv.lock") == {
+        "numpy": ("2.4.5", ["2.4.6"]),
+        "no-such-package": ("1.0", []),
+    }
+
+
+def test_the_lock_is_read_for_the_envs_python():
+    # numpy 2.5 needs Python 3.12: the lock holds both, and 3.11 (the envs' Python) gets 2.4.
+    assert lock_versions(REPO / "uv.lock", "3.11")["numpy"] == {"2.4.6"}
+    assert lock_versions(REPO / "uv.lock", "3.12")["numpy"] != {"2.4.6"}
+
+
+@pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.name)
 def test_envs_state_channels_and_pin_python(env):
     spec = yaml.safe_load(env.read_text())
     assert spec["channels"][0] == "conda-forge"

@@ -44,3 +44,11 @@ def test_the_pythonpath_gets_the_checkout_first_once(monkeypatch):
     glue.export_pythonpath("/checkout/src")
     glue.export_pythonpath("/checkout/src")
     assert os.environ["PYTHONPATH"] == "/checkout/src" + os.pathsep + "/elsewhere"
+
+
+def test_the_image_is_named_to_the_jobs_only_while_rules_run_in_one(monkeypatch):
+    monkeypatch.setenv("REPROGRID_CONTAINER", "docker://stale@sha256:00")
+    glue.export_container("docker://example.org/reprogrid@sha256:ab")
+    assert os.environ["REPROGRID_CONTAINER"] == "docker://example.org/reprogrid@sha256:ab"
+    glue.export_container(None)
+    assert "REPROGRID_CONTAINER" not in os.environ

@@ -33,6 +33,15 @@ def export_interpreter(python: str) -> None:
     os.environ["REPROGRID_PYTHON"] = python
 
 
+def export_container(image: str | None) -> None:
+    """Name the image every rule runs in, as $REPROGRID_CONTAINER for the jobs (Apptainer
+    passes the environment in), so a run's provenance records it; unset for no image."""
+    if image:
+        os.environ["REPROGRID_CONTAINER"] = image
+    else:
+        os.environ.pop("REPROGRID_CONTAINER", None)
+
+
 def claim_debug_outputs(lock_file: str | Path) -> IO:
     """Claim the debug folders for this process: the returned file holds the claim open.
 

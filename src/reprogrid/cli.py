@@ -1,4 +1,5 @@
-"""The `reprogrid` command: `reproduce` a run, `sync` W&B runs, `status` of a grid, `compare`.
+"""The `reprogrid` command: `reproduce` a run, `sync` W&B runs, `pull` raw data from remote
+storage, `status` of a grid, `compare` experiments.
 
 `reprogrid reproduce <run folder>` prints, or runs, a run's exact steps.
 
@@ -403,6 +404,21 @@ def sync(args: argparse.Namespace) -> int:
     return subprocess.run(command).returncode
 
 
+def pull(args: argparse.Namespace) -> int:
+    """`reprogrid pull`: copy a remote folder (raw data) into a local one with rclone; never
+    deletes a local file. Credentials come from rclone's config or environment."""
+    from reprogrid import remote
+
+    try:
+        remote.check(args.remote, f"reprogrid pull {args.remote}")
+        copied = remote.copy(args.remote, args.folder)
+    except remote.RemoteError as err:
+        print(f"reprogrid: {err}", file=sys.stderr)
+        return 2
+    print(f"{copied.transferred} files copied from {args.remote} into {args.folder}")
+    return 0
+
+
 def reproduce(args: argparse.Namespace) -> int:
     """`reprogrid reproduce`: 0 identical or printed, 1 differs, 2 refused."""
     raw_dir = str(Path(args.raw_dir).resolve()) if args.raw_dir else None
@@ -458,6 +474,13 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the wandb sync command, run nothing"
     )
     upload.set_defaults(handler=sync)
+    download = commands.add_parser(
+        "pull",
+        help="copy a folder from remote storage (rclone) here, e.g. raw data into data.raw_dir",
+    )
+    download.add_argument("remote", help="an rclone remote and folder: name:path")
+    download.add_argument("folder", help="the local folder to copy into (created if missing)")
+    download.set_defaults(handler=pull)
     status.add_parser(commands)
     compare.add_parser(commands)
     return parser

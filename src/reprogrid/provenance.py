@@ -45,6 +45,15 @@ ENV_ALLOWLIST = (
     "SLURM_CPUS_PER_TASK",
     "SLURM_JOB_GPUS",
     "SLURM_RESTART_COUNT",
+    # A run in the project's image (envs/Dockerfile): the name it was built as, the image
+    # reference Snakemake ran it from (config key `container`, with its digest when pinned
+    # by one), and the image file Apptainer (formerly Singularity) ran.
+    "REPROGRID_IMAGE",
+    "REPROGRID_CONTAINER",
+    "APPTAINER_CONTAINER",
+    "APPTAINER_NAME",
+    "SINGULARITY_CONTAINER",
+    "SINGULARITY_NAME",
 )
 
 # Untracked files with these endings change what the pipeline does, so a run names them.
@@ -321,6 +330,12 @@ class Provenance:
     def slurm_job_id(self) -> str | None:
         """The Slurm job the run trained in (None outside Slurm), from its environment."""
         return self.env.get("SLURM_JOB_ID")
+
+    @property
+    def image(self) -> str | None:
+        """The reprogrid image the run trained in (None outside one), from its environment:
+        the reference Snakemake ran, else the name the image was built as."""
+        return self.env.get("REPROGRID_CONTAINER") or self.env.get("REPROGRID_IMAGE")
 
     @property
     def slurm_node(self) -> str | None:

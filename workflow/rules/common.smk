@@ -7,7 +7,7 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path[:0] = [SRC, str(Path(workflow.basedir) / "workflow")]
 import glue
 from reprogrid import audit as auditing
-from reprogrid import catalog, fingerprint, grid, paths, rawfiles
+from reprogrid import catalog, fingerprint, grid, paths, rawfiles, remote
 from reprogrid import config as configuration
 from reprogrid.config_errors import ConfigError
 
@@ -38,6 +38,14 @@ except ConfigError as error:
     sys.exit(f"reprogrid: {error}")
 config.clear()
 config.update(RESOLUTION.config)
+
+# The image every rule runs in under --software-deployment-method apptainer (key `container`).
+glue.export_container(
+    config["container"]
+    if "APPTAINER"
+    in {method.name for method in workflow.deployment_settings.deployment_method}
+    else None
+)
 
 EXPERIMENT = config["experiment"]
 DATASET = config["data"]["dataset"]
@@ -231,3 +239,17 @@ def audit_sample():
 def audit_outputs(name):
     """One stored file of every audited run, so altering it re-runs the audit."""
     return [paths.run_file(EXPERIMENT, run, name) for run in audit_sample()]
+
+
+def sync_inputs(wildcards):
+    """What `snakemake sync` copies (the experiment's finished tables and report), once rclone
+    knows and reaches sync.remote: a remote it cannot use stops Snakemake in one line while it
+    plans, before any job runs or anything in results/ changes."""
+    try:
+        remote.check(
+            config["sync"]["remote"],
+            f"config key sync.remote (set by {RESOLUTION.source('sync', 'remote')})",
+        )
+    except remote.RemoteError as error:
+        sys.exit(f"reprogrid: {error}")
+    return summary_targets() + report_targets()
