@@ -90,9 +90,9 @@ def one_round(tree: Path, work: Path, config: list[str]) -> dict[str, Any]:
     """Train the mlp runs from nothing, then time the same call with nothing left to do."""
     shutil.rmtree(work / "results", ignore_errors=True)
     load = os.getloadavg()[0]
-    wall = snakemake(tree, work, "--cores", "1", *config, *targets())
+    wall = snakemake(tree, work, *targets(), "--cores", "1", *config)
     trained = train_seconds(work)
-    idle = snakemake(tree, work, "--cores", "1", *config, *targets())
+    idle = snakemake(tree, work, *targets(), "--cores", "1", *config)
     return {
         "load": load,
         "wall": wall,
