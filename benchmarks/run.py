@@ -8,8 +8,8 @@
 2. training images per second of both;
 3. grid efficiency of the default grid: sum(train_seconds x threads) / (wall x cores), the
    wall clock being that of the Snakemake call that trains the grid (data already prepared);
-4. the dry-run time of a 10,000-run grid against benchmarks/bare/Snakefile, the same job graph
-   with nothing of ours in it.
+4. the dry-run time and peak memory of a 10,000-run grid (`--runs`) against
+   benchmarks/bare/Snakefile, the same job graph with nothing of ours in it.
 
 Everything runs in a temporary folder; the checkout is only read. Results are printed as a
 Markdown table (docs/benchmarks.md holds the measured one) and written as JSON with --json.
@@ -22,7 +22,6 @@ import csv
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,24 +38,31 @@ TARGET = 0.90
 
 
 def snakemake(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> dict[str, float]:
-    """Run Snakemake in `workdir`; its wall-clock and CPU seconds (user + system)."""
+    """Run Snakemake in `workdir`; its wall-clock and CPU seconds (user + system) and its peak
+    resident memory in MB."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    tick = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - tick
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        sys.exit(
-            f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    with tempfile.TemporaryFile("w+") as output:
+        tick = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir), *args],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu}
+        # wait4 gives this call's own resource use, where RUSAGE_CHILDREN would keep the
+        # largest peak of every earlier call.
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - tick
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            output.seek(0)
+            sys.exit(f"snakemake {' '.join(args)} failed:\n{output.read()[-6000:]}")
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "peak_mb": usage.ru_maxrss / 1024,
+    }
 
 
 def time_to(history: list[dict[str, Any]], target: float) -> float | None:
@@ -177,6 +183,7 @@ def planning(work: Path, runs: int) -> dict[str, Any]:
             **timing,
             "wall_ratio": results["reprogrid"]["wall"] / timing["wall"],
             "cpu_ratio": results["reprogrid"]["cpu"] / timing["cpu"],
+            "peak_mb_ratio": results["reprogrid"]["peak_mb"] / timing["peak_mb"],
         }
     return results
 
@@ -230,9 +237,9 @@ def table(results: dict[str, Any]) -> str:
         plan = results["planning"]
         real = plan["reprogrid"]
         for name in ("bare", "bare_directives"):
-            for key in ("wall", "cpu"):
+            for key, unit in (("wall", "s"), ("cpu", "s"), ("peak_mb", "MB")):
                 lines.append(
-                    f"| dry run of {plan['runs']} runs vs benchmarks/{name} ({key} s) | "
+                    f"| dry run of {plan['runs']} runs vs benchmarks/{name} ({key} {unit}) | "
                     f"{real[key]:.1f} | {plan[name][key]:.1f} | {plan[name][f'{key}_ratio']:.2f}x |"
                 )
     return "\n".join(lines)

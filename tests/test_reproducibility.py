@@ -330,6 +330,21 @@ def test_remote_urls_lose_credentials_and_keep_working(remote, recorded):
     assert provenance.strip_credentials(remote) == recorded
 
 
+def test_packages_name_every_distribution_with_its_version_as_its_metadata_says():
+    parsed = {}
+    for dist in importlib.metadata.distributions():
+        if dist.metadata["Name"]:
+            parsed[dist.metadata["Name"]] = dist.version
+    assert provenance.packages() == parsed
+    assert list(provenance.packages()) == sorted(parsed, key=str.lower)
+
+
+def test_only_the_header_of_a_distributions_metadata_is_read():
+    metadata = "Metadata-Version: 2.1\nName: tool\nVersion: 1.2\n\nName: not-this\nVersion: 9\n"
+    assert provenance._name_and_version(metadata) == ("tool", "1.2")
+    assert provenance._name_and_version("") == (None, None)
+
+
 def test_a_record_holds_each_value_once_and_reads_back_as_written(tmp_path):
     code = {**provenance.git_state(tmp_path), "fingerprint": "c0de0001"}
     record = provenance.build_record(

@@ -244,6 +244,118 @@ def test_a_stopped_run_is_retried_with_more_time_and_resumes(cluster, tmp_path, 
     assert (stopped["TimeLimit"], retried["TimeLimit"]) == ("01:00:00", "02:00:00")
 
 
+ARRAYS = ("--profile", "profiles/slurm/arrays")
+SIX_RUNS = {"seed": [0, 1, 2], "arch": ["mlp"], "lr": [0.001, 0.003]}
+
+
+def run_targets(runs) -> list[str]:
+    return [f"results/tiny/runs/{run}/metrics.json" for run in runs]
+
+
+def array_task(record: provenance.Provenance) -> str | None:
+    """The `<jobid>_<task>` a run trained in, as squeue and sacct name it; None outside an array."""
+    env = record.env
+    if "SLURM_ARRAY_JOB_ID" not in env:
+        return None
+    return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+
+
+def test_a_grid_goes_to_slurm_as_one_array_whose_tasks_match_a_local_run(
+    cluster, local_grid, tmp_path, raw_dir
+):
+    folder = copy_project(tmp_path / "project")
+    config = write_config(folder, tiny_grid(raw_dir, grid=SIX_RUNS, analysis=NO_CRITERION))
+    runs = [f"arch=mlp/lr={lr}/seed={seed}" for seed in (0, 1, 2) for lr in (0.001, 0.003)]
+    before = all_jobs(cluster)
+    run_on_slurm(
+        cluster, folder, *ARRAYS, *site_arguments(cluster.partition), *run_targets(runs),
+        "--configfile", str(config),
+    )  # fmt: skip
+
+    tasks = all_jobs(cluster) - before
+    (array,) = {task.split("_")[0] for task in tasks}
+    assert tasks == {f"{array}_{index}" for index in range(1, 7)}
+    assert {array_task(run_outputs(folder, run)[2]) for run in runs} == tasks
+    for run in RUNS:
+        metrics, model, _ = run_outputs(folder, run)
+        assert (metrics, model) == run_outputs(local_grid, run)[:2]
+    assert slurm_job(cluster, f"{array}_1")["JobState"] == "COMPLETED"
+
+
+def task_training(run: str) -> str | None:
+    """The array task (`<jobid>_<task>`) whose training process trains `run` right now."""
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = dict(
+                item.split(b"=", 1)
+                for item in (entry / "environ").read_bytes().split(b"\0")
+                if b"=" in item
+            )
+        except (OSError, ValueError):
+            continue
+        if (
+            b"reprogrid.jobs.train" in argv
+            and run.encode() in argv
+            and b"SLURM_ARRAY_TASK_ID" in environ
+        ):
+            job, index = environ[b"SLURM_ARRAY_JOB_ID"], environ[b"SLURM_ARRAY_TASK_ID"]
+            return f"{job.decode()}_{index.decode()}"
+    return None
+
+
+def test_an_array_task_stopped_at_its_time_limit_is_retried_with_more_time_and_resumes(
+    cluster, tmp_path, raw_dir
+):
+    long = tiny_grid(raw_dir, grid=TWO_RUNS, train={"epochs": 100}, analysis=NO_CRITERION)
+    local = copy_project(tmp_path / "local")
+    snakemake(
+        local, *run_targets(RUNS), "--cores", "2", "--configfile", str(write_config(local, long))
+    )
+
+    folder = copy_project(tmp_path / "slurm")
+    config = write_config(folder, long)
+    env = {**cluster.env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), cluster.path])}
+    command = [sys.executable, "-m", "snakemake", *run_targets(RUNS), "--profile", "profiles/slurm"]
+    controller = subprocess.Popen(
+        [*command, *ARRAYS, *site_arguments(cluster.partition), "--configfile", str(config)],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # SIGTERM to every process of the task of the first run that saved a checkpoint, as Slurm
+    # sends it at the task's time limit. An array task runs its command in the batch step,
+    # without a job step, so `--full`: a plain `scancel --signal` (and `--signal=TERM@120`)
+    # signals job steps only.
+    deadline = time.monotonic() + 120
+    stopped_run = task = None
+    while task is None and time.monotonic() < deadline:
+        for run in RUNS:
+            if (folder / "results/tiny/runs" / run / "checkpoint.pt").exists():
+                stopped_run, task = run, task_training(run)
+                break
+        time.sleep(0.05)
+    assert task is not None, "no array task got going on Slurm"
+    cluster.run("scancel", "--full", "--signal=TERM", task)
+    output, _ = controller.communicate(timeout=300)
+    assert controller.returncode == 0, f"{output}\n{cluster.logs()}"
+
+    for run in RUNS:
+        metrics, model, _ = run_outputs(folder, run)
+        assert (metrics, model) == run_outputs(local, run)[:2]
+    records = {run: run_outputs(folder, run)[2] for run in RUNS}
+    (other,) = set(RUNS) - {stopped_run}
+    assert records[stopped_run].job.resumed_from_epoch is not None
+    assert records[other].job.resumed_from_epoch is None
+    assert array_task(records[other]) is not None
+    stopped = slurm_job(cluster, task)
+    retried = slurm_job(cluster, records[stopped_run].slurm_job_id)
+    assert stopped["JobState"] == "FAILED"
+    assert (stopped["TimeLimit"], retried["TimeLimit"]) == ("01:00:00", "02:00:00")
+
+
 def test_profile_keeps_gpu_flags_out_of_slurm_extra():
     # The plugin refuses a job whose slurm_extra holds options it manages itself (GPUs too).
     from snakemake_executor_plugin_slurm.validation import get_forbidden_slurm_options
@@ -277,3 +389,17 @@ def test_packed_profile_puts_four_runs_into_each_submission(project):
         "env-modules",
     )
     assert result.stdout.count("Group job train") == 3  # 12 runs, 4 to a job
+
+
+def test_arrays_profile_hands_every_run_over_at_once(project):
+    # The plugin (2.8.0) never submits a batch smaller than the ready runs left behind, so
+    # the arrays profile must let Snakemake hand over every run in one go.
+    profile = yaml.safe_load((REPO / "profiles/slurm/arrays/config.yaml").read_text())
+    assert profile["slurm-array-jobs"] == "train"
+    per_second = int(profile["max-jobs-per-timespan"].split("/")[0])
+    assert min(profile["jobs"], per_second) >= profile["slurm-array-limit"] >= 100
+    result = snakemake(
+        project, "--profile", "profiles/slurm", "--profile", "profiles/slurm/arrays",
+        "-n", "--sdm", "env-modules",
+    )  # fmt: skip
+    assert result.stdout.count("Training arch=") == 12

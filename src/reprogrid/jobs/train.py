@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reprogrid import atomic, fingerprint, logs, paths, provenance
+from reprogrid import atomic, eager, fingerprint, logs, paths, provenance
 
 if TYPE_CHECKING:
     from reprogrid.training import RunResult
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", help="the code fingerprint the run was planned with")
     args = parser.parse_args(argv)
     logs.setup_logging(args.log)
+    eager.skip_compiler()
     job = TrainJob(
         run=args.run,
         params=json.loads(args.params),
@@ -235,5 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     return train_job(job)
 
 
+def leave(status: int) -> None:
+    """End the process with `status` once its log and output streams are flushed, without
+    Python's teardown: unloading torch takes 0.3 to 0.5 s a job, and every output is
+    written and closed by now."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())
