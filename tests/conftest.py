@@ -134,3 +134,20 @@ def train_run(prepared, folder: Path, params: dict, on_epoch=None) -> training.R
         threads=1,
         on_epoch=on_epoch,
     )
+
+
+# What Snakemake prints before any rule runs, which is not a message of ours.
+SNAKEMAKE_CHATTER = ("Using workflow specific profile", "Using profile")
+
+
+def assert_refused(result, *fragments):
+    """Refused with exit status 1 and one `reprogrid:` line holding every fragment."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    message = [line for line in lines if not line.startswith(SNAKEMAKE_CHATTER)]
+    assert len(message) == 1, output
+    assert message[0].startswith("reprogrid: "), output
+    for fragment in fragments:
+        assert fragment in message[0], output

@@ -20,28 +20,21 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import copy_project, job_counts, small_grid, snakemake, tiny_grid, write_config
+from conftest import (
+    assert_refused,
+    copy_project,
+    job_counts,
+    small_grid,
+    snakemake,
+    tiny_grid,
+    write_config,
+)
 from reprogrid import paths
 
 pytestmark = pytest.mark.workflow
 
 
 # --- through Snakemake: refused before any job, in one line -----------------------------------
-
-SNAKEMAKE_CHATTER = ("Using workflow specific profile", "Using profile")
-
-
-def assert_refused(result, *fragments):
-    """Refused with exit status 1 and one `reprogrid:` line holding every fragment."""
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
-    assert "Traceback" not in output
-    lines = [line for line in output.splitlines() if line.strip()]
-    message = [line for line in lines if not line.startswith(SNAKEMAKE_CHATTER)]
-    assert len(message) == 1, output
-    assert message[0].startswith("reprogrid: "), output
-    for fragment in fragments:
-        assert fragment in message[0], output
 
 
 @pytest.fixture(scope="module")

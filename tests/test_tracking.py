@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_project, write_config
+from conftest import assert_refused, copy_project, write_config
 from reprogrid import cli, tracking
 
 pytest.importorskip("mlflow")
@@ -38,7 +38,6 @@ SECRETS = {
     "MLFLOW_TRACKING_PASSWORD": "mlflowPASSWORDfake42",
 }
 REMOTE_TOKEN = "ghp_REMOTEtokenInTheGitRemote99"
-SNAKEMAKE_CHATTER = ("Using workflow specific profile", "Using profile")
 
 
 def free_port() -> int:
@@ -402,18 +401,6 @@ def test_tracking_off_plans_no_export_job(planning):
     assert "track" not in off
     on = job_counts(run_snakemake(planning, "-n", "--configfile", "on.yaml"))
     assert on == {**off, "track": 2, "total": off["total"] + 2}
-
-
-def assert_refused(result, *fragments):
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
-    assert "Traceback" not in output
-    lines = [line for line in output.splitlines() if line.strip()]
-    message = [line for line in lines if not line.startswith(SNAKEMAKE_CHATTER)]
-    assert len(message) == 1, output
-    assert message[0].startswith("reprogrid: "), output
-    for fragment in fragments:
-        assert fragment in message[0], output
 
 
 REFUSALS = [
