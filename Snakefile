@@ -15,6 +15,7 @@ container: config["container"]
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/search.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/audit.smk"
@@ -28,4 +29,6 @@ rule all:
         debug_scratch,
         summary_targets(),
         report_targets(),
+        search_outputs("rungs.csv"),
+        search_report_targets(),
         TRACKING_TARGETS,

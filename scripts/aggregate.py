@@ -23,5 +23,6 @@ sys.exit(
         analysis=sm.params.analysis,
         repo=sm.params.repo,
         outputs=dict(sm.output.items()),
+        rungs=sm.input.rungs[0] if sm.input.rungs else None,
     )
 )

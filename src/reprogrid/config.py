@@ -242,7 +242,25 @@ def resolve_with_sources(
             sources["train", key] = "debug mode"
     resolution = Resolution(config, sources)
     check_semantics(resolution)
-    return resolution
+    return _with_halving_horizon(resolution)
+
+
+def _with_halving_horizon(resolution: Resolution) -> Resolution:
+    """Under successive halving every run trains (and schedules its rate) for max_epochs;
+    rungs only stop runs early."""
+    halving = resolution.config["halving"]
+    if not halving["enabled"]:
+        return resolution
+    config = copy.deepcopy(resolution.config)
+    config["train"]["epochs"] = halving["max_epochs"]
+    sources = {
+        **resolution.sources,
+        (
+            "train",
+            "epochs",
+        ): f"halving.max_epochs (set by {resolution.source('halving', 'max_epochs')})",
+    }
+    return Resolution(config, sources)
 
 
 def _record_sources(
@@ -401,6 +419,7 @@ def _debug_version(config: dict[str, Any]) -> dict[str, Any]:
         key: values if key in ("arch", "lr") else values[:1] for key, values in grid.items()
     }
     config["train"].update(_DEBUG_FORCED)
+    config["halving"]["enabled"] = False
     return config
 
 
@@ -411,6 +430,7 @@ def check_semantics(resolution: Resolution) -> None:
     _check_raw_dir(config["data"]["raw_dir"], resolution.source("data", "raw_dir"))
     _check_split(resolution)
     _check_schedule_fits_optimizer(resolution)
+    _check_halving(resolution)
     criterion = config["analysis"]["criterion"]
     if criterion:
         archs = config["grid"]["arch"]
@@ -445,6 +465,27 @@ def _check_schedule_fits_optimizer(resolution: Resolution) -> None:
         raise ConfigError(
             f"config keys {optimizer_key} and {schedule_key}: the onecycle schedule cycles "
             "momentum, which adadelta has none of; use another optimizer or schedule"
+        )
+
+
+def _check_halving(resolution: Resolution) -> None:
+    """The rungs must grow from min_epochs to max_epochs, and the epochs be halving's own."""
+    config = resolution.config
+    halving = config["halving"]
+    if not halving["enabled"]:
+        return
+    if halving["min_epochs"] > halving["max_epochs"]:
+        raise ConfigError(
+            f"config key halving.min_epochs (set by {resolution.source('halving', 'min_epochs')}): "
+            f"{halving['min_epochs']} is above halving.max_epochs ({halving['max_epochs']}, set "
+            f"by {resolution.source('halving', 'max_epochs')}); the first rung must stop "
+            "runs before the last one"
+        )
+    if "epochs" in config["grid"]:
+        raise ConfigError(
+            f"config key grid.epochs (set by {resolution.source('grid', 'epochs')}): with "
+            "halving every run trains for halving.max_epochs; remove grid.epochs, or set "
+            "halving.enabled to false"
         )
 
 

@@ -96,12 +96,16 @@ def describe(error: jsonschema.ValidationError, source: str = "") -> str:
     """A schema error in one line: the key, the layer `source` that set it, and what to do."""
     origin = f" (set by {source})" if source else ""
     key = _key(error.absolute_path) + origin
+    why = f" ({error.schema['x-why']})" if "x-why" in error.schema else ""
     if error.validator == "additionalProperties":
         return _unknown_keys(error, source)
     if error.validator == "enum":
         hint = did_you_mean(error.instance, error.validator_value)
         choices = ", ".join(map(str, error.validator_value))
-        return f"config key {key}: unknown value {error.instance!r}{hint}; choose one of: {choices}"
+        return (
+            f"config key {key}: unknown value {error.instance!r}{hint}; "
+            f"choose one of: {choices}{why}"
+        )
     if error.validator == "uniqueItems":
         return f"config key {key}: {error.instance} lists a value twice; list each value once"
     if error.validator == "minItems":
@@ -118,7 +122,6 @@ def describe(error: jsonschema.ValidationError, source: str = "") -> str:
         return f"config key {key}: {error.instance!r} is not a valid {wanted}"
     if error.validator in _BOUNDS:
         bound = _BOUNDS[error.validator]
-        why = f" ({error.schema['x-why']})" if "x-why" in error.schema else ""
         return f"config key {key}: {error.instance!r} must be {bound} {error.validator_value}{why}"
     if error.validator == "pattern":
         return (

@@ -30,6 +30,8 @@ REPORT_FIGURES = {
     "heatmap": "accuracy_heatmap",
     "spread": "seed_spread",
 }
+# The figure of a search's rungs, drawn only under successive halving.
+RUNGS_FIGURE = "search_rungs"
 REPORT_TABLES = {
     "summary_html": "summary.html",
     "comparisons_html": "comparisons.html",
@@ -96,6 +98,20 @@ def files_in(folder: str | Path) -> RunFiles:
     """The files of a run written into `folder` (a run folder, or an audit's scratch copy)."""
     names = ("metrics.json", "history.csv", "provenance.json", "model.pt")
     return RunFiles(*(f"{folder}/{name}" for name in names))
+
+
+def rung_file(experiment: str, run: str, epochs: int | str) -> str:
+    """What a run reached at a rung of a search: its metrics after `epochs` epochs."""
+    return f"{run_dir(experiment, run)}/rungs/{epochs}.json"
+
+
+def rung_log(experiment: str, run: str, epochs: int | str) -> str:
+    return f"{run_dir(experiment, run)}/rungs/{epochs}.log"
+
+
+def search_file(experiment: str, name: str) -> str:
+    """A file of the search's decisions, under results/<experiment>/search/."""
+    return f"{RESULTS}/{experiment}/search/{name}"
 
 
 def summary_file(experiment: str, name: str) -> str:

@@ -124,6 +124,41 @@ def seed_spread(runs: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
     return fig
 
 
+def search_rungs(
+    rungs: pd.DataFrame, finished: pd.DataFrame, metric: str, max_epochs: int
+) -> plt.Figure:
+    """Successive halving, one panel per architecture: each setting's mean `metric` over
+    seeds at every rung it reached; settings stopped at a rung in grey, those trained to
+    `max_epochs` in colour, their last point read from the finished runs (`finished`:
+    runs.csv)."""
+    archs = sorted(rungs["arch"].unique())
+    fig, panels = plt.subplots(
+        1, len(archs), figsize=(4.2 * len(archs), 3.6), squeeze=False, sharey=True
+    )
+    scale, unit = (100, " (%)") if metric.endswith("acc") else (1, "")
+    ok = finished[finished["status"] == "ok"]
+    final = ok.groupby(ok["run"].str.rsplit("/seed=", n=1).str[0])[metric].mean()
+    for ax, arch in zip(panels[0], archs, strict=True):
+        for point, trail in rungs[rungs["arch"] == arch].groupby("point", sort=True):
+            x, y = list(trail["epochs"]), list(trail["metric"] * scale)
+            if point in final.index:
+                x.append(max_epochs)
+                y.append(final[point] * scale)
+                ax.plot(x, y, marker="o", linewidth=1.2, alpha=0.9)
+            else:
+                ax.plot(x, y, marker="o", color="0.7", linewidth=0.8, alpha=0.6)
+        ax.set_xscale("log")
+        ticks = sorted({*rungs["epochs"], max_epochs})
+        ax.set_xticks(ticks, [str(tick) for tick in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("epochs")
+        ax.set_title(arch)
+    panels[0][0].set_ylabel(f"{metric.replace('_', ' ')}{unit}, mean over seeds")
+    fig.suptitle("Successive halving: grey settings stopped at their rung", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
 def run_curve(history: pd.DataFrame, title: str) -> plt.Figure:
     """One run's accuracy and loss per epoch."""
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(8, 3))

@@ -496,11 +496,16 @@ def train_epochs(
     cfg: Mapping[str, Any],
     checkpoint_path: str | Path,
     on_epoch: Callable[[dict[str, Any]], None] | None,
+    until: int | None = None,
 ) -> str:
-    """Train from where `state` stands to the last epoch, a checkpoint after each; the
-    run's status: `ok`, or `diverged` when a loss stops being finite."""
+    """Train from where `state` stands to epoch `until` (default: the last), a checkpoint
+    after each; the run's status: `ok`, or `diverged` when a loss stops being finite.
+
+    Stopping at `until` changes nothing of the epochs trained: the schedule's horizon is
+    still `cfg["epochs"]`, so a run resumed later ends as one trained straight through.
+    """
     with _SignalFlag() as flag:
-        for epoch in range(state.epoch, cfg["epochs"]):
+        for epoch in range(state.epoch, cfg["epochs"] if until is None else until):
             tally = train_epoch(state, setup, cfg, epoch, flag, checkpoint_path)
             row = end_epoch(state, setup, cfg, epoch, tally)
             if on_epoch is not None:
@@ -552,6 +557,7 @@ def train_one_run(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     data_sha256: str | None = None,
     code: str | None = None,
+    until: int | None = None,
 ) -> RunResult:
     """Train the model `cfg` describes on the prepared data and return what it achieved.
 
@@ -560,6 +566,8 @@ def train_one_run(
     device and split included), the same prepared data (`data_sha256`) and the same code
     (`code`, a fingerprint), training resumes from it and ends with the same weights as an
     uninterrupted run; any other checkpoint is ignored, saying which part differs.
+    With `until`, training stops after that epoch (a rung of a search), its checkpoint
+    kept for the next rung; a checkpoint already past it trains nothing.
     """
     split = {"val_fraction": val_fraction, "split_seed": split_seed}
     key = resume_key(
@@ -567,7 +575,7 @@ def train_one_run(
     )
     setup, state = set_up(prepared, cfg, threads=threads, device=device, key=key, **split)
     restore_or_start(state, checkpoint_path)
-    status = train_epochs(state, setup, cfg, checkpoint_path, on_epoch)
+    status = train_epochs(state, setup, cfg, checkpoint_path, on_epoch, until)
     return finish(state, status)
 
 

@@ -7,9 +7,10 @@ localrules:
 
 rule aggregate:
     input:
-        metrics=run_outputs("metrics.json"),
-        provenance=run_outputs("provenance.json"),
-        history=run_outputs("history.csv"),
+        metrics=lambda wildcards: run_outputs("metrics.json"),
+        provenance=lambda wildcards: run_outputs("provenance.json"),
+        history=lambda wildcards: run_outputs("history.csv"),
+        rungs=lambda wildcards: search_outputs("rungs.csv"),
     output:
         runs=paths.summary_file(EXPERIMENT, "runs.csv"),
         histories=paths.summary_file(EXPERIMENT, "histories.csv"),
@@ -23,7 +24,7 @@ rule aggregate:
         "../../envs/analysis.yaml"
     params:
         experiment=EXPERIMENT,
-        runs=list(RUNS),
+        runs=lambda wildcards: finished_runs(),
         axes=grid.grid_axes(config),
         analysis=config["analysis"],
         code=CODE["aggregate"],

@@ -7,7 +7,7 @@ SRC = str(Path(workflow.basedir) / "src")
 sys.path[:0] = [SRC, str(Path(workflow.basedir) / "workflow")]
 import glue
 from reprogrid import audit as auditing
-from reprogrid import catalog, fingerprint, grid, paths, rawfiles, remote
+from reprogrid import catalog, fingerprint, grid, halving, paths, rawfiles, remote
 from reprogrid import config as configuration
 from reprogrid.config_errors import ConfigError
 
@@ -61,6 +61,14 @@ except rawfiles.DataError as error:
     sys.exit(f"reprogrid: {error}")
 RUNS = grid.expand_grid(config, SCHEMA)
 TRAIN = config["resources"]
+# Successive halving (key `halving`): the epochs each rung trains to, the last one every
+# run's end; None trains every run to its end at once.
+HALVING = config["halving"]
+RUNGS = (
+    halving.rung_epochs(HALVING["min_epochs"], HALVING["max_epochs"], HALVING["eta"])
+    if HALVING["enabled"]
+    else None
+)
 
 # The code each kind of job runs, fingerprinted once per planning. A rule passes its own as the
 # `code` param, so that Snakemake's params trigger plans the job again when that code changes
@@ -69,7 +77,15 @@ SCRIPTS = Path(workflow.basedir) / "scripts"
 CODE = {"train": fingerprint.of_modules("reprogrid.jobs.train")}
 CODE.update(
     (rule, fingerprint.of_files([SCRIPTS / f"{rule}.py"]))
-    for rule in ("prepare_data", "aggregate", "figures", "tables", "audit")
+    for rule in (
+        "prepare_data",
+        "aggregate",
+        "figures",
+        "tables",
+        "audit",
+        "halve",
+        "rung_figure",
+    )
 )
 
 
@@ -141,9 +157,32 @@ onstart:
     check_gpus_here()
 
 
+def runs_entering(rung):
+    """The runs that train to rung `rung`: every run at the first, then the runs whose
+    setting the rung before kept (its decision, a checkpoint, is waited for)."""
+    if rung == 0:
+        return list(RUNS)
+    decision = checkpoints.halve.get(rung=rung - 1).output.decision
+    return halving.kept_runs(halving.read_decision(Path(decision).read_text()), RUNS)
+
+
+def finished_runs():
+    """The runs trained to their end, which the summaries read: every run of the grid, or
+    under halving those its last rung trains (an input function: it may wait for it)."""
+    return list(RUNS) if RUNGS is None else runs_entering(len(RUNGS) - 1)
+
+
 def run_outputs(name):
-    """One file of every run of the grid."""
-    return [paths.run_file(EXPERIMENT, run, name) for run in RUNS]
+    """One file of every run trained to its end."""
+    return [paths.run_file(EXPERIMENT, run, name) for run in finished_runs()]
+
+
+def previous_rung(wildcards):
+    """The rung a run reached before this job: its checkpoint is where the job resumes."""
+    epochs = int(wildcards.get("epochs", HALVING["max_epochs"]))
+    if RUNGS is None or RUNGS.index(epochs) == 0:
+        return []
+    return paths.rung_file(EXPERIMENT, wildcards.run, RUNGS[RUNGS.index(epochs) - 1])
 
 
 class JsonParam(dict):
@@ -232,8 +271,9 @@ def labbook():
 
 
 def audit_sample():
-    """The runs `snakemake audit` retrains: a fixed sample of analysis.audit_runs runs."""
-    return auditing.sample_runs(RUNS, config["analysis"]["audit_runs"])
+    """The runs `snakemake audit` retrains: a fixed sample of analysis.audit_runs of the
+    runs trained to their end."""
+    return auditing.sample_runs(finished_runs(), config["analysis"]["audit_runs"])
 
 
 def audit_outputs(name):

@@ -5,6 +5,8 @@ rule train:
     input:
         data=paths.prepared_data(DATASET, RAW.key),
         checks=paths.data_checks(DATASET, RAW.key),
+        # Under halving, the run's last rung: its checkpoint is where this job resumes.
+        previous=previous_rung,
     output:
         metrics=paths.run_file(EXPERIMENT, "{run}", "metrics.json"),
         history=paths.run_file(EXPERIMENT, "{run}", "history.csv"),

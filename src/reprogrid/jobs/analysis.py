@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from reprogrid import atomic, collect, paths, provenance, stats
+from reprogrid import atomic, collect, halving, paths, provenance, stats
 
 log = logging.getLogger("reprogrid")
 
@@ -26,8 +26,12 @@ def aggregate_job(
     analysis: Mapping[str, Any],
     repo: str,
     outputs: Mapping[str, str],
+    rungs: str | None = None,
 ) -> int:
     """Tables of the whole grid: runs, curves, summary over seeds, best settings, comparisons.
+
+    Under successive halving `run_files` are the runs trained to the end and `rungs` the
+    search's decisions: the conclusion says how many settings each rung stopped.
 
     `run_files` pairs each run id with the files of it the rule declares. `repo` is the
     workflow's checkout: the conclusion warns about runs whose recorded commit is not the
@@ -58,6 +62,11 @@ def aggregate_job(
             "runs": len(table),
             "ok": int((table["status"] == "ok").sum()),
             "diverged": int((table["status"] == "diverged").sum()),
+            **(
+                {"search": halving.outline(halving.read_decision(Path(rungs).read_text()))}
+                if rungs
+                else {}
+            ),
         },
     )
     return 0

@@ -50,9 +50,13 @@ class TrainJob:
     gpus: int
     repo_dir: str
     planned_code: str | None = None
+    # A rung of a search: train to this epoch only and write `outputs["rung"]`.
+    until: int | None = None
 
     @property
     def run_dir(self) -> Path:
+        if self.until is not None:
+            return Path(self.outputs["rung"]).parent.parent
         return Path(self.outputs["metrics"]).parent
 
 
@@ -139,6 +143,31 @@ def write_run(
     (job.run_dir / paths.CHECKPOINT).unlink(missing_ok=True)
 
 
+def write_rung(job: TrainJob, result: RunResult, checks: Mapping[str, Any], code: str) -> None:
+    """Write what the run reached at its rung: the metrics it would report had it stopped
+    here, its curve so far and its training seconds; the checkpoint stays for the next rung."""
+    from reprogrid import halving
+
+    until = job.until
+    atomic.write_json(
+        job.outputs["rung"],
+        {
+            "run": job.run,
+            "epochs": until,
+            "metrics": {
+                **halving.rung_metrics(
+                    result.history, until, job.params["select_metric"], result.metrics["status"]
+                ),
+                "train_seconds": result.metrics["train_seconds"],
+            },
+            "history": result.history[:until],
+            "resumed_from_epoch": result.resumed_from,
+            "data_sha256": checks["prepared_sha256"],
+            "code": code,
+        },
+    )
+
+
 def train_job(job: TrainJob) -> int:
     """Train one run of the grid and write its outputs; the job's exit status.
 
@@ -148,11 +177,22 @@ def train_job(job: TrainJob) -> int:
     """
     # Imported here, once the command has set up the log, so a broken environment's
     # ImportError lands in the rule log with its traceback.
-    from reprogrid import data, devices, training
+    from reprogrid import devices
 
     started = provenance.now()
     code = code_at_start(job.repo_dir, job.planned_code)
     device, gpu_lock = devices.select_device(job.gpus)
+    try:
+        return _train_on(job, device, code, started)
+    finally:
+        if gpu_lock is not None:
+            gpu_lock.close()
+
+
+def _train_on(job: TrainJob, device: str, code: Mapping[str, Any], started: str) -> int:
+    """`train_job` on `device`, once it is held."""
+    from reprogrid import data, devices, training
+
     log.info(logs.ATTEMPT_LINE, job.run, device, job.threads)
 
     load_tick = time.perf_counter()
@@ -171,10 +211,15 @@ def train_job(job: TrainJob) -> int:
             on_epoch=EpochLog(job.params["epochs"]),
             data_sha256=checks["prepared_sha256"],
             code=code["fingerprint"],
+            until=job.until,
         )
     except training.Stopped as stop:
         log.info("%s", stop)
         return STOPPED_EXIT
+    if job.until is not None:
+        write_rung(job, result, checks, code["fingerprint"])
+        log.info("run %s reached epoch %d: %s", job.run, job.until, result.metrics["status"])
+        return 0
 
     at_end = code_at_end(code, job.repo_dir)
     write_patch(job.run_dir / paths.DIFF_PATCH, code["diff"])
@@ -196,8 +241,6 @@ def train_job(job: TrainJob) -> int:
     )
     write_run(job, result, record, prepared["num_classes"])
     log.info("run %s finished: %s", job.run, result.metrics)
-    if gpu_lock is not None:
-        gpu_lock.close()
     return 0
 
 
@@ -212,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("run", "params", "experiment", "split", "data", "checks", "log"):
         parser.add_argument(f"--{name}", required=True)
     for name in ("metrics", "history", "model", "provenance"):
-        parser.add_argument(f"--{name}", required=True)
+        parser.add_argument(f"--{name}")
+    parser.add_argument("--until", type=int, help="a rung: train to this epoch only")
+    parser.add_argument("--rung", help="where a rung writes what the run reached")
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--gpus", type=int, default=0)
     parser.add_argument("--code", help="the code fingerprint the run was planned with")
@@ -227,12 +272,15 @@ def main(argv: list[str] | None = None) -> int:
         prepared_path=args.data,
         checks_path=args.checks,
         outputs={
-            name: getattr(args, name) for name in ("metrics", "history", "model", "provenance")
+            name: getattr(args, name)
+            for name in ("metrics", "history", "model", "provenance", "rung")
+            if getattr(args, name) is not None
         },
         threads=args.threads,
         gpus=args.gpus,
         repo_dir=str(REPO),
         planned_code=args.code,
+        until=args.until,
     )
     return train_job(job)
 
