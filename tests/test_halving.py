@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from test_cli import reprogrid
 
 from conftest import (
     assert_refused,
@@ -171,6 +172,7 @@ def test_halving_refuses_an_epochs_axis_and_sets_every_runs_epochs(schema, layer
     assert debug["halving"]["enabled"] is False and debug["train"]["epochs"] == 1
 
 
+@pytest.mark.workflow
 def test_a_bad_halving_key_stops_snakemake_before_any_job(project, raw_dir):
     config = tiny_grid(raw_dir, halving={"enabled": True, "min_epochs": 4, "max_epochs": 2})
     write_config(project, config)
@@ -195,6 +197,7 @@ def _model_bytes(folder, experiment="tiny"):
     }
 
 
+@pytest.mark.workflow
 def test_a_search_halves_to_runs_equal_to_those_trained_straight(tmp_path, raw_dir):
     lrs = [0.0003, 0.001, 0.01, 0.03]
     search = copy_project(tmp_path / "search")
@@ -230,6 +233,8 @@ def test_a_search_halves_to_runs_equal_to_those_trained_straight(tmp_path, raw_d
         record = provenance.read(search / f"results/tiny/runs/{winner}/seed={seed}/provenance.json")
         assert record.job.resumed_from_epoch == 3
     assert job_counts(snakemake(search, "-n", "--configfile", "test.yaml").stdout) == {}
+    shown = reprogrid("status", "--configfile", "test.yaml", cwd=search)
+    assert "2 done" in shown.stdout and "6 dropped" in shown.stdout, shown.stdout + shown.stderr
 
     # The same search again from nothing decides the same, to the same bytes; and each
     # survivor's weights are those of its setting trained straight to max_epochs.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reprogrid import paths, provenance
+from reprogrid import halving, paths, provenance
 
 METRICS = ("test_acc", "test_loss", "val_acc", "val_loss")
 DEFAULT_METRICS = ("test_acc", "val_acc")
@@ -99,7 +99,9 @@ def staleness(experiment: str, summary: Path, runs: Sequence[Mapping[str, str]])
     reasons = [f"{len(newer)} run(s) finished after it was written"] if newer else []
     grid_runs = _current_grid(experiment)
     if grid_runs is not None:
-        missing = set(grid_runs) - {row["run"] for row in runs}
+        # Runs a search stopped at a rung are in no summary, by design.
+        expected = set(grid_runs) - set(halving.dropped(experiment, grid_runs))
+        missing = expected - {row["run"] for row in runs}
         if missing:
             reasons.append(f"{len(missing)} run(s) of the current grid missing from runs.csv")
     return reasons

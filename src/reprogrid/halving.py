@@ -15,6 +15,7 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from reprogrid import paths
@@ -173,3 +174,16 @@ def outline(decisions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "rungs": ordered,
         "stopped": sum(entry["settings"] - entry["kept"] for entry in ordered),
     }
+
+
+def dropped(experiment: str, runs: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The runs among `runs` whose setting a decision written so far stopped, each with the
+    rung and epochs it stopped at (read from results/<experiment>/search/)."""
+    stopped: dict[str, dict[str, Any]] = {}
+    rung = 0
+    while (path := Path(paths.search_file(experiment, f"rung-{rung}.csv"))).is_file():
+        for row in read_decision(path.read_text(encoding="utf-8")):
+            if not row["kept"]:
+                stopped[row["point"]] = {"rung": row["rung"], "epochs": row["epochs"]}
+        rung += 1
+    return {run: stopped[setting_of(run)] for run in runs if setting_of(run) in stopped}

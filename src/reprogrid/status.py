@@ -15,7 +15,12 @@ local and Slurm runs:
 - failed: no marker, and the last attempt in train.log ends in a traceback (its first
   line is shown) or ends without a word (the job was killed);
 - stopped: no marker, and the last attempt stopped on a signal with a checkpoint saved;
+- dropped: a search by successive halving stopped the run's setting at a rung (it trained
+  that rung's epochs and is in no summary);
 - pending: nothing yet.
+
+Under successive halving a run is followed through its rungs: until it reaches the last,
+its state is that of the rung it trains to (its marker and its log under `rungs/`).
 
 Nothing here imports torch or pandas: it starts in a fraction of a second.
 """
@@ -39,12 +44,23 @@ from typing import Any
 import yaml
 
 from reprogrid import config as configuration
-from reprogrid import grid, logs, paths
+from reprogrid import grid, halving, logs, paths
 from reprogrid.config_errors import ConfigError
 
-STATES = ("done", "diverged", "failed", "stopped", "stalled", "running", "queued", "pending")
+STATES = (
+    "done",
+    "diverged",
+    "dropped",
+    "failed",
+    "stopped",
+    "stalled",
+    "running",
+    "queued",
+    "pending",
+)
 STYLES = {
     "done": "green",
+    "dropped": "dim yellow",
     "diverged": "yellow",
     "failed": "bold red",
     "stopped": "magenta",
@@ -259,8 +275,16 @@ def _metrics(path: Path) -> dict[str, Any] | None:
     return metrics
 
 
-def run_status(run: str, folder: Path, epochs: int, marker: Path | None, now: float) -> RunStatus:
-    """The state of one run, from its folder and its incomplete marker (None: unmarked)."""
+def run_status(
+    run: str,
+    folder: Path,
+    epochs: int,
+    marker: Path | None,
+    now: float,
+    log: str = paths.TRAIN_LOG,
+) -> RunStatus:
+    """The state of one run, from its folder, its incomplete marker (None: unmarked) and
+    the log of the job training it (`log`, in its folder)."""
     metrics = _metrics(folder / "metrics.json")
     if metrics is not None:
         done = metrics["epochs_run"]
@@ -269,7 +293,7 @@ def run_status(run: str, folder: Path, epochs: int, marker: Path | None, now: fl
             note = f"loss not finite in epoch {done}"
             return RunStatus(run, "diverged", done, epochs, pace, note=note)
         return RunStatus(run, "done", done, epochs, pace)
-    tail = read_log(folder / paths.TRAIN_LOG) if folder.is_dir() else None
+    tail = read_log(folder / log) if folder.is_dir() else None
     if marker is not None:
         return _marked(run, epochs, marker, tail, now)
     if tail is None:
@@ -280,7 +304,7 @@ def run_status(run: str, folder: Path, epochs: int, marker: Path | None, now: fl
     if tail.stopped:
         note = "stopped by a signal; Snakemake resumes it from its checkpoint"
         return RunStatus(run, "stopped", tail.epoch, epochs, pace, note=note)
-    note = f"train.log ends without an error: the job was killed (see {paths.TRAIN_LOG})"
+    note = f"{Path(log).name} ends without an error: the job was killed (see {log})"
     return RunStatus(run, "failed", tail.epoch, epochs, pace, note=note)
 
 
@@ -331,16 +355,28 @@ def grid_status(
     now = time.time() if now is None else now
     experiment = config["experiment"]
     markers = incomplete_markers()
-    runs = [
-        run_status(
-            run,
-            Path(paths.run_dir(experiment, run)),
-            params["epochs"],
-            markers.get(paths.run_file(experiment, run, "metrics.json")),
-            now,
+    planned = grid.expand_grid(config, schema)
+    rungs = _rungs(config)
+    dropped = halving.dropped(experiment, planned) if rungs else {}
+    runs = []
+    for run, params in planned.items():
+        folder = Path(paths.run_dir(experiment, run))
+        if run in dropped:
+            epochs = dropped[run]["epochs"]
+            note = f"stopped by the search at rung {dropped[run]['rung']} ({epochs} epochs)"
+            runs.append(RunStatus(run, "dropped", epochs, epochs, note=note))
+            continue
+        epochs, output, log = params["epochs"], "metrics.json", paths.TRAIN_LOG
+        stage = next(
+            (e for e in rungs[:-1] if not Path(paths.rung_file(experiment, run, e)).is_file()),
+            None,
         )
-        for run, params in grid.expand_grid(config, schema).items()
-    ]
+        if stage is not None:
+            epochs = stage
+            output = paths.rung_file(experiment, run, stage).removeprefix(f"{folder}/")
+            log = paths.rung_log(experiment, run, stage).removeprefix(f"{folder}/")
+        marker = markers.get(paths.run_file(experiment, run, output))
+        runs.append(run_status(run, folder, epochs, marker, now, log))
     paces = [run.seconds_per_epoch for run in runs if run.seconds_per_epoch is not None]
     pace = sum(paces) / len(paces) if paces else None
     running = sum(run.state == "running" for run in runs)
@@ -362,6 +398,14 @@ def grid_status(
         )
         eta = work / slots
     return GridStatus(experiment, runs, slots, pace, eta, snakemake_active())
+
+
+def _rungs(config: Mapping[str, Any]) -> list[int]:
+    """The epochs of a search's rungs, the last every run's end; none without halving."""
+    search = config["halving"]
+    if not search["enabled"]:
+        return []
+    return halving.rung_epochs(search["min_epochs"], search["max_epochs"], search["eta"])
 
 
 def _setting(run: str) -> str:
