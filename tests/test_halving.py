@@ -233,6 +233,8 @@ def test_a_search_halves_to_runs_equal_to_those_trained_straight(tmp_path, raw_d
         record = provenance.read(search / f"results/tiny/runs/{winner}/seed={seed}/provenance.json")
         assert record.job.resumed_from_epoch == 3
     assert job_counts(snakemake(search, "-n", "--configfile", "test.yaml").stdout) == {}
+    snakemake(search, "--report", "report.html", "--configfile", "test.yaml")
+    assert "search_rungs.png" in (search / "report.html").read_text(errors="replace")
     shown = reprogrid("status", "--configfile", "test.yaml", cwd=search)
     assert "2 done" in shown.stdout and "6 dropped" in shown.stdout, shown.stdout + shown.stderr
 
