@@ -270,6 +270,29 @@ def labbook():
     return [str(path)] if path.is_file() else []
 
 
+def search_outputs(name):
+    """A file of the search, under halving; nothing otherwise."""
+    return [paths.search_file(EXPERIMENT, name)] if RUNGS is not None else []
+
+
+def search_report_targets():
+    """The figure of the rungs, under halving; nothing otherwise."""
+    if RUNGS is None:
+        return []
+    return [
+        paths.report_file(EXPERIMENT, f"{paths.RUNGS_FIGURE}.{suffix}")
+        for suffix in ("png", "pdf")
+    ]
+
+
+def rung_results(wildcards):
+    """What the runs entering a rung reached there."""
+    rung = int(wildcards.rung)
+    return [
+        paths.rung_file(EXPERIMENT, run, RUNGS[rung]) for run in runs_entering(rung)
+    ]
+
+
 def audit_sample():
     """The runs `snakemake audit` retrains: a fixed sample of analysis.audit_runs of the
     runs trained to their end."""
