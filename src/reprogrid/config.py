@@ -248,7 +248,7 @@ def resolve_with_sources(
     for source, layer in layers:
         layer = _coerce(layer, schema)
         check_layer(layer, schema, source)
-        config = merge(config, layer)
+        config = merge(_without_replaced(config, sources, layer), layer)
         _record_sources(layer, shown(source), sources)
     validate(config, schema)
     config = fill_defaults(config, schema)
@@ -260,6 +260,32 @@ def resolve_with_sources(
     check_search(resolution, schema)
     check_semantics(resolution)
     return resolution
+
+
+def _without_replaced(
+    config: dict[str, Any], sources: dict[tuple[str, ...], str], layer: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`config` less what `layer` replaces whole rather than merges into, with its sources.
+
+    A distribution under search.space is one value, like a list: a layer giving `uniform`
+    replaces a `loguniform` below it. A key a layer samples leaves the grid of the layers
+    below, and a key it lists under grid leaves their space, so an experiment file can
+    sample the lr that config/config.yaml lists.
+    """
+    sampled = set(layer.get("search", {}).get("space", {}))
+    listed = set(layer.get("grid", {}))
+    replaced = [("search", "space", key) for key in sampled | listed]
+    replaced += [("grid", key) for key in sampled]
+    config = copy.deepcopy(config)
+    for path in replaced:
+        *parents, key = path
+        holder = config
+        for parent in parents:
+            holder = holder.get(parent, {})
+        holder.pop(key, None)
+        for known in [known for known in sources if known[: len(path)] == path]:
+            del sources[known]
+    return config
 
 
 def _record_sources(
@@ -430,10 +456,6 @@ def check_search(resolution: Resolution, schema: Mapping[str, Any]) -> None:
     config = resolution.config
     search, grid = config["search"], config["grid"]
     space = search["space"]
-    if "lr" not in grid and "lr" not in space:
-        raise ConfigError(
-            "config key grid.lr: list learning rates under grid.lr or sample lr under search.space"
-        )
     if search["method"] == "grid" and space:
         raise ConfigError(
             f"{_named(resolution, 'search', 'space')}: search.method is grid, which samples "
@@ -444,6 +466,10 @@ def check_search(resolution: Resolution, schema: Mapping[str, Any]) -> None:
             f"{_named(resolution, 'search', 'method')}: {search['method']} draws from "
             "search.space, which is empty; give a distribution per key there, or set "
             "search.method to grid"
+        )
+    if "lr" not in grid and "lr" not in space:
+        raise ConfigError(
+            "config key grid.lr: list learning rates under grid.lr or sample lr under search.space"
         )
     train = schema["properties"]["train"]["properties"]
     for key in sorted(space):
@@ -494,12 +520,13 @@ def _check_distribution(resolution: Resolution, key: str, spec: Mapping[str, Any
     if "number" not in types and not (kind == "int" and "integer" in types):
         instead = "use int or choice" if "integer" in types else "use choice"
         raise ConfigError(
-            f"{where}: train.{key} takes {' or '.join(types)} values, which a {kind} range "
-            f"does not give; {instead}"
+            f"{where}: train.{key} takes {' or '.join(types)} values, which {kind} ranges do "
+            f"not give; {instead}"
         )
     low, high = values
     if low > high or (low == high and kind != "int"):
-        raise ConfigError(f"{where}: the {kind} range [{low}, {high}] is empty; give low < high")
+        wanted = "low <= high" if kind == "int" else "low < high"
+        raise ConfigError(f"{where}: the {kind} range [{low}, {high}] is empty; give {wanted}")
     if kind == "loguniform" and low <= 0:
         raise ConfigError(
             f"{where}: a loguniform range needs bounds above 0, not {low}; raise it, or use uniform"
