@@ -270,7 +270,7 @@ REFUSALS = [
     ),
     (
         {"space": {"lr": {"choice": [0.1]}, "arch": {"choice": ["cnn"]}}},
-        ["search.space.arch", "also listed under grid.arch", "not both"],
+        ["search.space.arch", "architectures stay a grid axis", "grid.arch"],
     ),
     (
         {"method": "grid", "space": {"lr": {"choice": [0.1]}}},
@@ -346,11 +346,18 @@ def test_a_bad_search_is_refused_naming_the_key(raw_dir, tmp_path, keys, fragmen
         assert fragment in message, message
 
 
-def test_a_key_both_listed_and_sampled_names_both_layers(raw_dir, tmp_path):
+def test_a_key_listed_and_sampled_by_one_layer_is_refused(raw_dir, tmp_path):
     config = search_config(raw_dir)
     config["grid"]["lr"] = [0.1]
     with pytest.raises(ConfigError, match=r"search.space.lr \(set by .*also listed under grid.lr"):
         resolve(tmp_path, config)
+
+
+def test_architectures_sampled_over_a_listing_layer_are_refused_as_such(raw_dir, tmp_path):
+    base = write_config(tmp_path, tiny_grid(raw_dir), "config.yaml")
+    values = {"search": {"method": "random", "space": {"arch": {"choice": ["mlp", "cnn"]}}}}
+    with pytest.raises(ConfigError, match=r"search.space.arch \(set by --config\): architectures"):
+        configuration.resolve(SCHEMA, base, tmp_path, [], values)
 
 
 # --- through Snakemake -------------------------------------------------------------------------

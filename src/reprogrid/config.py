@@ -34,6 +34,13 @@ from reprogrid.search import KINDS, SIGNIFICANT, SearchError
 from reprogrid.search import points as search_points
 from reprogrid.split import validation_count
 
+# The axes every point runs with, each value: listed under grid, never sampled.
+GRID_ONLY = {
+    "seed": "seeds stay a grid axis (every sampled point runs with every seed)",
+    "arch": "architectures stay a grid axis (every sampled point runs with each, so they "
+    "compare over the same points)",
+}
+
 DEBUG_EXPERIMENT = "debug"
 DEBUG_MAX_BATCHES = 5
 _DEBUG_FORCED = {"epochs": 1, "max_batches": DEBUG_MAX_BATCHES}
@@ -275,7 +282,7 @@ def _without_replaced(
     sampled = set(layer.get("search", {}).get("space", {}))
     listed = set(layer.get("grid", {}))
     replaced = [("search", "space", key) for key in sampled | listed]
-    replaced += [("grid", key) for key in sampled]
+    replaced += [("grid", key) for key in sampled - set(GRID_ONLY)]
     config = copy.deepcopy(config)
     for path in replaced:
         *parents, key = path
@@ -499,11 +506,8 @@ def _check_distribution(resolution: Resolution, key: str, spec: Mapping[str, Any
     empty and lies within what the key takes (choices the schema has checked already)."""
     config = resolution.config
     where = _named(resolution, "search", "space", key)
-    if key == "seed":
-        raise ConfigError(
-            f"{where}: seeds stay a grid axis (every sampled point runs with every seed); "
-            "list them under grid.seed"
-        )
+    if key in GRID_ONLY:
+        raise ConfigError(f"{where}: {GRID_ONLY[key]}; list them under grid.{key}")
     if key in config["grid"]:
         raise ConfigError(
             f"{where}: {key} is also listed under grid.{key} (set by "
