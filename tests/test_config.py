@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import REPO, resolve_layers, write_config
-from reprogrid import catalog, grid
+from reprogrid import catalog, grid, paths
 from reprogrid import config as configuration
 from reprogrid.config_errors import ConfigError
 
@@ -39,7 +39,7 @@ def test_every_schema_key_has_a_description_and_every_optional_key_a_default(sch
     required = {"grid", "analysis.criterion.better", "analysis.criterion.worse"}
     for path, spec in _schema_keys(schema):
         assert spec.get("description"), path
-        if path not in required and not path.startswith("grid."):
+        if path not in required and not path.startswith(("grid.", "search.space.")):
             assert "default" in spec, path
 
 
@@ -194,9 +194,15 @@ def test_a_config_without_a_grid_is_refused(schema, tmp_path):
 
 
 def test_a_grid_without_a_core_axis_is_refused(schema, tmp_path):
-    base = write_config(tmp_path, {"grid": {"seed": [0], "arch": ["mlp"]}}, "config.yaml")
-    with pytest.raises(ConfigError, match="config key grid: 'lr' is a required property"):
+    base = write_config(tmp_path, {"grid": {"seed": [0], "lr": [0.1]}}, "config.yaml")
+    with pytest.raises(ConfigError, match="config key grid: 'arch' is a required property"):
         configuration.resolve(schema, base, tmp_path)
+    base = write_config(tmp_path, {"grid": {"seed": [0], "arch": ["mlp"]}}, "config.yaml")
+    with pytest.raises(ConfigError) as refused:
+        configuration.resolve(schema, base, tmp_path)
+    assert str(refused.value) == (
+        "config key grid.lr: list learning rates under grid.lr or sample lr under search.space"
+    )
 
 
 def test_a_key_given_twice_in_a_file_is_refused(schema, layers, tmp_path):
@@ -488,14 +494,17 @@ def readme_keys() -> dict[str, str]:
 
 def test_config_readme_documents_every_key_and_no_other(schema):
     documented = readme_keys()
-    required_axes = schema["properties"]["grid"]["required"]
+    # The core axes have rows of their own; other axes and sampled keys one row each.
     expected = {
         path
         for path, _ in _schema_keys(schema)
-        if not path.startswith("grid.") or path.split(".")[1] in required_axes
+        if not path.startswith(("grid.", "search.space."))
+        or path in {f"grid.{axis}" for axis in paths.CORE_AXES}
     }
     assert expected - set(documented) == set(), "keys missing from config/README.md"
-    assert set(documented) - expected == {"grid.<key>"}, "config/README.md documents unknown keys"
+    assert set(documented) - expected == {"grid.<key>", "search.space.<key>"}, (
+        "config/README.md documents unknown keys"
+    )
 
 
 def test_config_readme_states_the_schema_defaults(schema):

@@ -281,7 +281,7 @@ def test_the_reproduction_guide_names_the_versions_and_threads_the_runs_recorded
         record["machine"]["python"] = "3.12.4"
         record["packages"] = {"torch": "2.3.0+cpu", "torchvision": "0.18.0", "numpy": "2.0.1"}
         records[record["run"]] = provenance.from_dict(record)
-    config = {key: {} for key in ("experiment", "data", "grid", "train", "analysis")}
+    config = {key: {} for key in ("experiment", "data", "grid", "search", "train", "analysis")}
     guide = reporting.reproduction_guide(config, records, pd.DataFrame({"n": [2]}))
     assert "Python 3.12.4, torch 2.3.0+cpu, torchvision 0.18.0, 3 thread(s) per run" in guide
     assert ".venv/bin/pip install torch==2.3.0+cpu torchvision==0.18.0 -e ." in guide
@@ -304,7 +304,7 @@ def test_the_reproduction_guide_says_when_runs_recorded_different_versions():
         record["config"]["resources"]["threads"] = threads
         record["packages"]["torch"] = torch_version
         records[record["run"]] = provenance.from_dict(record)
-    config = {key: {} for key in ("experiment", "data", "grid", "train", "analysis")}
+    config = {key: {} for key in ("experiment", "data", "grid", "search", "train", "analysis")}
     guide = reporting.reproduction_guide(config, records, pd.DataFrame({"n": [2]}))
     assert "torch 2.3.0 or 2.4.1 (the runs differ)" in guide
     assert "1 or 2 thread(s) per run" in guide

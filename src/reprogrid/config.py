@@ -30,7 +30,16 @@ from reprogrid.config_errors import (
     shown,
     typos_of,
 )
+from reprogrid.search import KINDS, SIGNIFICANT, SearchError
+from reprogrid.search import points as search_points
 from reprogrid.split import validation_count
+
+# The axes every point runs with, each value: listed under grid, never sampled.
+GRID_ONLY = {
+    "seed": "seeds stay a grid axis (every sampled point runs with every seed)",
+    "arch": "architectures stay a grid axis (every sampled point runs with each, so they "
+    "compare over the same points)",
+}
 
 DEBUG_EXPERIMENT = "debug"
 DEBUG_MAX_BATCHES = 5
@@ -120,7 +129,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:
-    """The config schema, with the registries' names filled in and `grid` derived from `train`."""
+    """The config schema, with the registries' names filled in, and `grid` and
+    `search.space` derived from `train`."""
     schema = load_yaml(path)
     train = schema["properties"]["train"]["properties"]
     train["arch"]["enum"] = sorted(catalog.ARCHITECTURES)
@@ -135,6 +145,19 @@ def load_schema(path: str | Path) -> dict[str, Any]:
             "items": _without_default(spec),
             "description": f"Values of train.{key} to run.",
         }
+        for key, spec in train.items()
+    }
+    space = schema["properties"]["search"]["properties"]["space"]
+    distribution = space.pop("x-distribution")
+    space["additionalProperties"] = False
+    space["properties"] = {
+        key: merge(
+            distribution,
+            {
+                "properties": {"choice": {"items": _without_default(spec)}},
+                "description": f"How train.{key} is sampled: one of the kinds below.",
+            },
+        )
         for key, spec in train.items()
     }
     return schema
@@ -232,7 +255,7 @@ def resolve_with_sources(
     for source, layer in layers:
         layer = _coerce(layer, schema)
         check_layer(layer, schema, source)
-        config = merge(config, layer)
+        config = merge(_without_replaced(config, sources, layer), layer)
         _record_sources(layer, shown(source), sources)
     validate(config, schema)
     config = fill_defaults(config, schema)
@@ -241,6 +264,7 @@ def resolve_with_sources(
         for key in _DEBUG_FORCED:
             sources["train", key] = "debug mode"
     resolution = Resolution(config, sources)
+    check_search(resolution, schema)
     check_semantics(resolution)
     return _with_halving_horizon(resolution)
 
@@ -253,14 +277,34 @@ def _with_halving_horizon(resolution: Resolution) -> Resolution:
         return resolution
     config = copy.deepcopy(resolution.config)
     config["train"]["epochs"] = halving["max_epochs"]
-    sources = {
-        **resolution.sources,
-        (
-            "train",
-            "epochs",
-        ): f"halving.max_epochs (set by {resolution.source('halving', 'max_epochs')})",
-    }
-    return Resolution(config, sources)
+    origin = f"halving.max_epochs (set by {resolution.source('halving', 'max_epochs')})"
+    return Resolution(config, {**resolution.sources, ("train", "epochs"): origin})
+
+
+def _without_replaced(
+    config: dict[str, Any], sources: dict[tuple[str, ...], str], layer: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`config` less what `layer` replaces whole rather than merges into, with its sources.
+
+    A distribution under search.space is one value, like a list: a layer giving `uniform`
+    replaces a `loguniform` below it. A key a layer samples leaves the grid of the layers
+    below, and a key it lists under grid leaves their space, so an experiment file can
+    sample the lr that config/config.yaml lists.
+    """
+    sampled = set(layer.get("search", {}).get("space", {}))
+    listed = set(layer.get("grid", {}))
+    replaced = [("search", "space", key) for key in sampled | listed]
+    replaced += [("grid", key) for key in sampled - set(GRID_ONLY)]
+    config = copy.deepcopy(config)
+    for path in replaced:
+        *parents, key = path
+        holder = config
+        for parent in parents:
+            holder = holder.get(parent, {})
+        holder.pop(key, None)
+        for known in [known for known in sources if known[: len(path)] == path]:
+            del sources[known]
+    return config
 
 
 def _record_sources(
@@ -410,7 +454,8 @@ def _debug_version(config: dict[str, Any]) -> dict[str, Any]:
     """The tiny version of `config` a debug run trains: first seed, one epoch, a few batches.
 
     Every architecture and learning rate stays, so each code path still runs once; every
-    other axis keeps its first value, and the forced keys leave the grid altogether.
+    other axis keeps its first value, a search its first point, and the forced keys leave
+    the grid altogether.
     """
     config = copy.deepcopy(config)
     config["experiment"] = DEBUG_EXPERIMENT
@@ -420,7 +465,105 @@ def _debug_version(config: dict[str, Any]) -> dict[str, Any]:
     }
     config["train"].update(_DEBUG_FORCED)
     config["halving"]["enabled"] = False
+    config["search"]["samples"] = 1
     return config
+
+
+def check_search(resolution: Resolution, schema: Mapping[str, Any]) -> None:
+    """The search block draws points every run can train with: a method that fits the space,
+    a distribution per key that suits the `train` key it samples and stays in its range,
+    and enough distinct points; and every run has a learning rate, listed or sampled."""
+    config = resolution.config
+    search, grid = config["search"], config["grid"]
+    space = search["space"]
+    if search["method"] == "grid" and space:
+        raise ConfigError(
+            f"{_named(resolution, 'search', 'space')}: search.method is grid, which samples "
+            "nothing; set search.method to random or sobol, or remove search.space"
+        )
+    if search["method"] != "grid" and not space:
+        raise ConfigError(
+            f"{_named(resolution, 'search', 'method')}: {search['method']} draws from "
+            "search.space, which is empty; give a distribution per key there, or set "
+            "search.method to grid"
+        )
+    if "lr" not in grid and "lr" not in space:
+        raise ConfigError(
+            "config key grid.lr: list learning rates under grid.lr or sample lr under search.space"
+        )
+    train = schema["properties"]["train"]["properties"]
+    for key in sorted(space):
+        _check_distribution(resolution, key, train[key])
+    try:
+        points = search_points(config, schema)
+    except SearchError as error:
+        raise ConfigError(f"{_named(resolution, *error.key)}: {error.problem}") from None
+    for key in sorted(space):
+        drawn = list(dict.fromkeys(point[key] for point in points))
+        for value in drawn:
+            problem = _train_value_problem(value, train[key])
+            if problem:
+                raise ConfigError(
+                    f"{_named(resolution, 'search', 'space', key)}: draws {value!r} (rounded "
+                    f"to {SIGNIFICANT} significant digits), which train.{key} refuses "
+                    f"({problem}); narrow the range"
+                )
+
+
+def _named(resolution: Resolution, *key: str) -> str:
+    return f"config key {'.'.join(key)} (set by {resolution.source(*key)})"
+
+
+def _check_distribution(resolution: Resolution, key: str, spec: Mapping[str, Any]) -> None:
+    """One key's distribution: one kind, suited to the key's type, a range that is not
+    empty and lies within what the key takes (choices the schema has checked already)."""
+    config = resolution.config
+    where = _named(resolution, "search", "space", key)
+    if key in GRID_ONLY:
+        raise ConfigError(f"{where}: {GRID_ONLY[key]}; list them under grid.{key}")
+    if key in config["grid"]:
+        raise ConfigError(
+            f"{where}: {key} is also listed under grid.{key} (set by "
+            f"{resolution.source('grid', key)}); sample it or list it, not both"
+        )
+    distribution = config["search"]["space"][key]
+    if len(distribution) != 1:
+        given = ", ".join(distribution) or "none"
+        raise ConfigError(f"{where}: give exactly one of {', '.join(KINDS)} (given: {given})")
+    (kind, values), *_ = distribution.items()
+    if kind == "choice":
+        return
+    types = spec["type"] if isinstance(spec["type"], list) else [spec["type"]]
+    if "number" not in types and not (kind == "int" and "integer" in types):
+        instead = "use int or choice" if "integer" in types else "use choice"
+        raise ConfigError(
+            f"{where}: train.{key} takes {' or '.join(types)} values, which {kind} ranges do "
+            f"not give; {instead}"
+        )
+    low, high = values
+    if low > high or (low == high and kind != "int"):
+        wanted = "low <= high" if kind == "int" else "low < high"
+        raise ConfigError(f"{where}: the {kind} range [{low}, {high}] is empty; give {wanted}")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(
+            f"{where}: a loguniform range needs bounds above 0, not {low}; raise it, or use uniform"
+        )
+    for bound in (low, high):
+        value = float(bound) if "number" in types else bound
+        problem = _train_value_problem(value, spec)
+        if problem:
+            raise ConfigError(
+                f"{where}: the {kind} bound {value!r} is no valid train.{key} ({problem}); "
+                f"keep the range within train.{key}'s (config/README.md)"
+            )
+
+
+def _train_value_problem(value: Any, spec: Mapping[str, Any]) -> str | None:
+    """Why `value` is no valid value of the train key `spec` describes, or None."""
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(_without_default(spec)).iter_errors(value)
+    )
+    return None if error is None else error.message
 
 
 def check_semantics(resolution: Resolution) -> None:
@@ -457,6 +600,10 @@ def _check_schedule_fits_optimizer(resolution: Resolution) -> None:
     def values(key: str) -> tuple[list[Any], str]:
         if key in config["grid"]:
             return config["grid"][key], f"grid.{key} (set by {resolution.source('grid', key)})"
+        if key in config["search"]["space"]:
+            # A string key is sampled by choice alone: any two choices may meet in a point.
+            source = resolution.source("search", "space", key)
+            return config["search"]["space"][key]["choice"], f"search.space.{key} (set by {source})"
         return [config["train"][key]], f"train.{key} (set by {resolution.source('train', key)})"
 
     optimizers, optimizer_key = values("optimizer")
@@ -564,11 +711,17 @@ def _round_up(value: float) -> float:
     return math.ceil(value * scale) / scale
 
 
-def _batch_sizes(config: Mapping[str, Any]) -> list[tuple[str, tuple[str, str], int]]:
-    """The training batch sizes the runs use, each with the key that sets it."""
+def _batch_sizes(config: Mapping[str, Any]) -> list[tuple[str, tuple[str, ...], int]]:
+    """The training batch sizes the runs use, each with the key that sets it; a sampled
+    batch size, every size its distribution can give at most."""
     if "batch_size" in config["grid"]:
         sizes = config["grid"]["batch_size"]
         return [(f"grid.batch_size[{i}]", ("grid", "batch_size"), n) for i, n in enumerate(sizes)]
+    sampled = config["search"]["space"].get("batch_size")
+    if sampled:
+        key = ("search", "space", "batch_size")
+        sizes = sampled.get("choice") or sampled["int"][1:]
+        return [("search.space.batch_size", key, n) for n in sizes]
     return [("train.batch_size", ("train", "batch_size"), config["train"]["batch_size"])]
 
 

@@ -108,8 +108,17 @@ def describe(error: jsonschema.ValidationError, source: str = "") -> str:
         )
     if error.validator == "uniqueItems":
         return f"config key {key}: {error.instance} lists a value twice; list each value once"
-    if error.validator == "minItems":
-        return f"config key {key}: the list is empty; give at least one value"
+    if error.validator in ("minItems", "maxItems"):
+        bound = "at least" if error.validator == "minItems" else "at most"
+        count = error.validator_value
+        wanted = f"{bound} {'one value' if count == 1 else f'{count} values'}"
+        why = f" ({error.schema['x-why']})" if "x-why" in error.schema else ""
+        listed = (
+            f"{error.instance} lists {len(error.instance)}"
+            if error.instance
+            else "the list is empty"
+        )
+        return f"config key {key}: {listed}; give {wanted}{why}"
     if error.validator == "required":
         where = f"config key {key}" if error.absolute_path else f"the config{origin}"
         return f"{where}: {error.message}; add it"

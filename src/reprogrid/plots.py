@@ -68,13 +68,21 @@ def learning_curves(histories: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
 
 
 def accuracy_heatmap(summary: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
-    """Mean test accuracy of every setting: architectures by rows, learning rates by columns."""
+    """Mean test accuracy of every setting: architectures by rows, learning rates by columns;
+    where no two rows share a learning rate (sampled ones), settings by rows and
+    architectures by columns."""
     frame = summary.copy()
     others = [axis for axis in axes if axis not in ("arch", "lr")]
     frame["row"] = frame["arch"].astype(str)
     if others:
         frame["row"] += " " + _setting_label(frame[[*others, "arch"]], others)
     table = frame.pivot_table(index="row", columns="lr", values="test_acc_mean")
+    labels = ("learning rate", "architecture")
+    if table.shape[1] > 1 and (table.notna().sum(axis=1) == 1).all():
+        # A column per learning rate would leave all but one cell of each row empty.
+        frame["row"] = _setting_label(frame, axes)
+        table = frame.pivot_table(index="row", columns="arch", values="test_acc_mean")
+        labels = ("architecture", "setting")
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * table.shape[1], 1.2 + 0.6 * table.shape[0]))
     sns.heatmap(
         table * 100,
@@ -84,8 +92,8 @@ def accuracy_heatmap(summary: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
         ax=ax,
         cbar_kws={"label": "test accuracy (%)"},
     )
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("architecture")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
     ax.tick_params(axis="y", rotation=0)
     ax.set_title("Mean test accuracy over seeds (%)")
     fig.tight_layout()

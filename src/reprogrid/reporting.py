@@ -257,7 +257,9 @@ def reproduction_guide(
     remotes = sorted({r.code.remote for r in records if r.code.remote})
     dirty = sorted(run for run, r in provenances.items() if r.dirty)
     threads = sorted({r.threads for r in records})
-    resolved = {key: config[key] for key in ("experiment", "data", "grid", "train", "analysis")}
+    resolved = {
+        key: config[key] for key in ("experiment", "data", "grid", "search", "train", "analysis")
+    }
     lines = [
         f"{_recorded([r.python_version for r in records], 'Python')}, "
         f"{_recorded([r.torch_version for r in records], 'torch')}, "

@@ -40,7 +40,7 @@ rule track:
     params:
         experiment=EXPERIMENT,
         settings=config["tracking"],
-        axes=list(config["grid"]),
+        axes=grid.run_axes(config),
     message:
         "Exporting the runs of {params.experiment} to {wildcards.tracker}"
     script:
