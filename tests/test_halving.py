@@ -227,6 +227,9 @@ def test_a_search_halves_to_runs_equal_to_those_trained_straight(tmp_path, raw_d
     conclusion = json.loads((search / "results/tiny/summary/conclusion.json").read_text())
     assert conclusion["runs"] == 2 and conclusion["search"]["stopped"] == 3
     assert (search / "reports/tiny/search_rungs.png").stat().st_size > 0
+    summary_md = (search / "reports/tiny/summary.md").read_text()
+    assert "rung 0: 4 settings at 1 epoch, 2 kept; rung 1: 2 settings at 2 epochs" in summary_md
+    assert "3 settings stopped at their rung are in no summary" in summary_md
     runs_csv = (search / "results/tiny/summary/runs.csv").read_text()
     assert runs_csv.count(winner) == 2 and "stopped" not in runs_csv
     for seed in (0, 1):

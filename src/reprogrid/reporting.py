@@ -117,6 +117,23 @@ def _latex_escape(text: str) -> str:
     return "".join(table.get(ch, ch) for ch in text)
 
 
+def search_statement(conclusion: Mapping[str, Any]) -> str | None:
+    """What successive halving decided, in one sentence; None for a grid trained whole."""
+    search = conclusion.get("search")
+    if not search:
+        return None
+    rungs = "; ".join(
+        f"rung {rung['rung']}: {rung['settings']} settings at {rung['epochs']} "
+        f"epoch{'s' if rung['epochs'] != 1 else ''}, {rung['kept']} kept"
+        for rung in search["rungs"]
+    )
+    return (
+        f"Successive halving ({rungs}): the runs above are those of the settings kept to the "
+        f"end; {search['stopped']} settings stopped at their rung are in no summary "
+        "(search/rungs.csv lists every decision)."
+    )
+
+
 def conclusion_html(conclusion: Mapping[str, Any]) -> str:
     """The verdict on the criterion, the run counts and every warning of the conclusion."""
     criterion = conclusion["criterion"]
@@ -127,6 +144,9 @@ def conclusion_html(conclusion: Mapping[str, Any]) -> str:
         f"<p>{conclusion['runs']} runs: {conclusion['ok']} ok, "
         f"{conclusion['diverged']} diverged (diverged runs are counted, never averaged in).</p>"
     )
+    search = search_statement(conclusion)
+    if search:
+        body += f"<p>{html.escape(search)}</p>"
     for warning in [*conclusion["selection"], conclusion["code_versions"]["warning"]]:
         if warning:
             body += f"<p class='warning'>{html.escape(warning)}</p>"
@@ -165,12 +185,14 @@ def summary_markdown(
 ) -> str:
     """summary.md: the criterion's verdict, warnings, the summary and the comparisons."""
     warning = conclusion["code_versions"]["warning"]
+    search = search_statement(conclusion)
     return "\n".join(
         [
             f"# {experiment}",
             "",
             conclusion["criterion"]["statement"],
             "",
+            *([search, ""] if search else []),
             *[f"> {note}\n" for note in conclusion["selection"]],
             "## Summary over seeds",
             "",
