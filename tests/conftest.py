@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -98,6 +99,18 @@ def resolve_layers(schema, layers, files=(), values=None) -> dict:
     """The configuration `layers` resolve to, with `files` and `values` given on top."""
     base, experiments = layers
     return configuration.resolve(schema, base, experiments, files, values)
+
+
+def reprogrid(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The `reprogrid` command, run from the source tree like an installed entry point."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "reprogrid.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def job_counts(output: str) -> dict[str, int]:

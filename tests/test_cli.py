@@ -5,34 +5,20 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from test_reproducibility import git, git_project
 
-from conftest import REPO, SCHEMA, snakemake, tiny_grid, write_config
+from conftest import SCHEMA, reprogrid, snakemake, tiny_grid, write_config
 from reprogrid import cli
 
 RUN = "arch=mlp/lr=0.003/seed=0"
-
-
-def reprogrid(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The `reprogrid` command, run from the source tree like an installed entry point."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run(
-        [sys.executable, "-m", "reprogrid.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:

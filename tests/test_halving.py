@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
-from test_cli import reprogrid
 
 from conftest import (
     assert_refused,
     copy_project,
     job_counts,
+    reprogrid,
     resolve_layers,
     snakemake,
     tiny_grid,

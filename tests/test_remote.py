@@ -6,15 +6,12 @@ without a config file: through RCLONE_CONFIG_<NAME>_TYPE in the environment.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, copy_project, snakemake, tiny_grid, write_config
+from conftest import copy_project, reprogrid, snakemake, tiny_grid, write_config
 from reprogrid import remote
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone is not installed")
@@ -118,13 +115,6 @@ def test_join_puts_the_folder_under_the_remote(base, joined):
 
 
 # --- reprogrid pull -----------------------------------------------------------------------------
-
-
-def reprogrid(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run(
-        [sys.executable, "-m", "reprogrid.cli", *args], env=env, capture_output=True, text=True
-    )
 
 
 def test_pull_copies_raw_data_into_a_folder_and_keeps_local_files(store, raw_dir, tmp_path):

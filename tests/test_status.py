@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cli import assert_one_line_error, reprogrid
+from test_cli import assert_one_line_error
 
 from conftest import (
     REPO,
     copy_project,
+    reprogrid,
     small_grid,
     snakemake,
     train_params,
