@@ -16,18 +16,17 @@ import argparse
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))
 
+import mlflow_server  # noqa: E402
 from reprogrid import atomic, devices, paths, provenance, tracking, training  # noqa: E402
 from reprogrid import config as configuration  # noqa: E402
 from reprogrid.tracking import mlflow_export  # noqa: E402
@@ -100,41 +99,6 @@ def synthesise(root: Path, runs: int, epochs: int, seed: int) -> list[Path]:
     return folders
 
 
-def start_server(store: Path) -> tuple[subprocess.Popen, str]:
-    """A real MLflow server on a free loopback port, answering /health."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(store / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return server, url
-        except OSError:
-            time.sleep(0.5)
-    server.kill()
-    sys.exit("the MLflow server did not start")
-
-
 def timed_export(folders: list[Path], url: str) -> dict[str, Any]:
     """Read and export every run as the track job does; wall seconds and the outcome."""
     tick = time.perf_counter()
@@ -159,16 +123,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="reprogrid-track-bench-") as scratch:
         scratch = Path(scratch)
         (scratch / "store").mkdir()
-        server, url = start_server(scratch / "store")
-        try:
+        with mlflow_server.running(scratch / "store") as url:
             folders = synthesise(scratch / "work", args.runs, args.epochs, seed=0)
             results["first"] = timed_export(folders, url)
             results["again"] = timed_export(folders, url)
             folders = synthesise(scratch / "work", args.runs, args.epochs, seed=1)
             results["recomputed"] = timed_export(folders, url)
-        finally:
-            os.killpg(server.pid, 15)
-            server.wait(timeout=30)
     results["load_average"] = os.getloadavg()
     print(f"MLflow export of {args.runs} runs x {args.epochs} epochs to a local server:")
     for name in ("first", "again", "recomputed"):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from slurm_cluster import start_cluster, unavailable_reason
 
 from conftest import REPO, copy_project, snakemake, tiny_grid, write_config
 from reprogrid import provenance
+from slurm_cluster import start_cluster, unavailable_reason
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 

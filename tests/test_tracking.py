@@ -10,17 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from conftest import assert_refused, copy_project, write_config
+from mlflow_server import free_port
+from mlflow_server import running as mlflow_running
 from reprogrid import cli, tracking
 
 pytest.importorskip("mlflow")
@@ -40,12 +39,6 @@ SECRETS = {
 REMOTE_TOKEN = "ghp_REMOTEtokenInTheGitRemote99"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_snakemake(folder: Path, *args: str, env: dict | None = None, check: bool = True):
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
@@ -63,40 +56,8 @@ def run_snakemake(folder: Path, *args: str, env: dict | None = None, check: bool
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server on a free loopback port: (URL, its store folder)."""
     store = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(store / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("the MLflow server did not start")
-            time.sleep(0.5)
-    yield url, store
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    with mlflow_running(store) as url:
+        yield url, store
 
 
 def tracked_config(raw_dir: Path, mlflow_uri: str | None, **tracking_overrides) -> dict:
