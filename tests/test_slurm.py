@@ -50,6 +50,7 @@ def site_arguments(partition: str) -> list[str]:
         f"slurm_partition={partition}",
         "--set-resources",
         "train:gpu=0",
+        "train_rung:gpu=0",
         "--sdm",
         "env-modules",
         # No slurmdbd here, so no sacct: ask squeue, and ask it soon.
@@ -282,6 +283,33 @@ def test_a_grid_goes_to_slurm_as_one_array_whose_tasks_match_a_local_run(
     assert slurm_job(cluster, f"{array}_1")["JobState"] == "COMPLETED"
 
 
+def test_a_search_halves_on_slurm_in_arrays_as_it_does_locally(cluster, tmp_path, raw_dir):
+    search = tiny_grid(
+        raw_dir,
+        grid={"seed": [0, 1], "arch": ["mlp"], "lr": [0.0003, 0.001, 0.01, 0.03]},
+        halving={"enabled": True, "eta": 2, "min_epochs": 1, "max_epochs": 2},
+        analysis=NO_CRITERION,
+    )
+    local = copy_project(tmp_path / "local")
+    snakemake(local, "--cores", "2", "--configfile", str(write_config(local, search)))
+    folder = copy_project(tmp_path / "slurm")
+    config = write_config(folder, search)
+    before = all_jobs(cluster)
+    run_on_slurm(
+        cluster, folder, *ARRAYS, *site_arguments(cluster.partition), "--configfile", str(config)
+    )
+
+    # One array for rung 0's eight runs, one for the four the decision kept: two submissions.
+    arrays = {task.split("_")[0] for task in all_jobs(cluster) - before}
+    assert len(arrays) == 2
+    decisions = "results/tiny/search/rungs.csv"
+    assert (folder / decisions).read_text() == (local / decisions).read_text()
+    models = sorted(path.relative_to(folder) for path in folder.rglob("model.pt"))
+    assert len(models) == 4
+    for model in models:
+        assert (folder / model).read_bytes() == (local / model).read_bytes()
+
+
 def task_training(run: str) -> str | None:
     """The array task (`<jobid>_<task>`) whose training process trains `run` right now."""
     for entry in Path("/proc").iterdir():
@@ -363,6 +391,7 @@ def test_profile_keeps_gpu_flags_out_of_slurm_extra():
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     train = profile["set-resources"]["train"]
     assert train["gpu"] == 1
+    assert profile["set-resources"]["train_rung"] == train
     assert "--signal=TERM@" in train["slurm_extra"]
     for pattern, what in get_forbidden_slurm_options().items():
         assert not re.search(pattern, train["slurm_extra"]), what
