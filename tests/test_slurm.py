@@ -268,9 +268,9 @@ def test_a_grid_goes_to_slurm_as_one_array_whose_tasks_match_a_local_run(
     config = write_config(folder, tiny_grid(raw_dir, grid=SIX_RUNS, analysis=NO_CRITERION))
     runs = [f"arch=mlp/lr={lr}/seed={seed}" for seed in (0, 1, 2) for lr in (0.001, 0.003)]
     before = all_jobs(cluster)
-    run_on_slurm(
+    submitted = run_on_slurm(
         cluster, folder, *ARRAYS, *site_arguments(cluster.partition), *run_targets(runs),
-        "--configfile", str(config),
+        "--configfile", str(config), "--verbose",
     )  # fmt: skip
 
     tasks = all_jobs(cluster) - before
@@ -281,6 +281,12 @@ def test_a_grid_goes_to_slurm_as_one_array_whose_tasks_match_a_local_run(
         metrics, model, _ = run_outputs(folder, run)
         assert (metrics, model) == run_outputs(local_grid, run)[:2]
     assert slurm_job(cluster, f"{array}_1")["JobState"] == "COMPLETED"
+    # The plugin writes tasks 2.. into the one --wrap argument; a full array of the profile's
+    # limit must leave it under half of the 128 KiB an argument may hold.
+    wrap = re.search(r'--wrap="(.*?)"(?: |$)', submitted.stdout + submitted.stderr, re.MULTILINE)
+    per_task = (len(wrap[1]) - len(wrap[1].split(" --slurm-jobstep-array-execs")[0])) / 5
+    limit = yaml.safe_load((REPO / "profiles/slurm/arrays/config.yaml").read_text())
+    assert len(wrap[1]) + (limit["slurm-array-limit"] - 6) * per_task < 64 * 1024
 
 
 def test_a_search_halves_on_slurm_in_arrays_as_it_does_locally(cluster, tmp_path, raw_dir):
@@ -424,9 +430,9 @@ def test_arrays_profile_hands_every_run_over_at_once(project):
     # The plugin (2.8.0) never submits a batch smaller than the ready runs left behind, so
     # the arrays profile must let Snakemake hand over every run in one go.
     profile = yaml.safe_load((REPO / "profiles/slurm/arrays/config.yaml").read_text())
-    assert profile["slurm-array-jobs"] == "train"
+    assert profile["slurm-array-jobs"] == "train,train_rung"
     per_second = int(profile["max-jobs-per-timespan"].split("/")[0])
-    assert min(profile["jobs"], per_second) >= profile["slurm-array-limit"] >= 100
+    assert min(profile["jobs"], per_second) >= 100_000 > profile["slurm-array-limit"]
     result = snakemake(
         project, "--profile", "profiles/slurm", "--profile", "profiles/slurm/arrays",
         "-n", "--sdm", "env-modules",
