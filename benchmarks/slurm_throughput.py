@@ -42,11 +42,11 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
 
-from slurm_cluster import Cluster, start_cluster, unavailable_reason  # noqa: E402
 from test_slurm import site_arguments  # noqa: E402
 
 import idxdata  # noqa: E402
 from conftest import copy_project  # noqa: E402
+from slurm_cluster import Cluster, start_cluster, unavailable_reason  # noqa: E402
 
 MODES = {
     "per-run": ["--profile", "profiles/slurm"],
