@@ -15,7 +15,15 @@ container: config["container"]
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/search.smk"
+
+
+# Successive halving's rules exist only when the config asks for it: every rule more is one
+# more output pattern for Snakemake to try on every file of a large grid.
+if RUNGS:
+
+    include: "workflow/rules/search.smk"
+
+
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/audit.smk"

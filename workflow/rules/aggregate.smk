@@ -7,10 +7,10 @@ localrules:
 
 rule aggregate:
     input:
-        metrics=lambda wildcards: run_outputs("metrics.json"),
-        provenance=lambda wildcards: run_outputs("provenance.json"),
-        history=lambda wildcards: run_outputs("history.csv"),
-        rungs=lambda wildcards: search_outputs("rungs.csv"),
+        metrics=when_decided(run_outputs, "metrics.json"),
+        provenance=when_decided(run_outputs, "provenance.json"),
+        history=when_decided(run_outputs, "history.csv"),
+        rungs=search_outputs("rungs.csv"),
     output:
         runs=paths.summary_file(EXPERIMENT, "runs.csv"),
         histories=paths.summary_file(EXPERIMENT, "histories.csv"),
@@ -24,7 +24,7 @@ rule aggregate:
         "../../envs/analysis.yaml"
     params:
         experiment=EXPERIMENT,
-        runs=lambda wildcards: finished_runs(),
+        runs=when_decided(finished_runs),
         axes=grid.grid_axes(config),
         analysis=config["analysis"],
         code=CODE["aggregate"],

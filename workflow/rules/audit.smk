@@ -9,10 +9,10 @@ rule audit_retrain:
     input:
         data=paths.prepared_data(DATASET, RAW.key),
         checks=paths.data_checks(DATASET, RAW.key),
-        models=lambda wildcards: audit_outputs("model.pt"),
-        metrics=lambda wildcards: audit_outputs("metrics.json"),
-        history=lambda wildcards: audit_outputs("history.csv"),
-        provenance=lambda wildcards: audit_outputs("provenance.json"),
+        models=when_decided(audit_outputs, "model.pt"),
+        metrics=when_decided(audit_outputs, "metrics.json"),
+        history=when_decided(audit_outputs, "history.csv"),
+        provenance=when_decided(audit_outputs, "provenance.json"),
     output:
         table=paths.audit_file(EXPERIMENT, "audit.csv"),
         html=report(
@@ -31,7 +31,7 @@ rule audit_retrain:
         runtime=lambda wildcards, input: TRAIN["runtime"] * len(input.models),
         gpu=TRAIN["gpu"],
     params:
-        runs=lambda wildcards: audit_sample(),
+        runs=when_decided(audit_sample),
         scratch=paths.audit_scratch(EXPERIMENT),
         code=CODE["audit"],
     message:

@@ -177,6 +177,15 @@ def run_outputs(name):
     return [paths.run_file(EXPERIMENT, run, name) for run in finished_runs()]
 
 
+def when_decided(function, *args):
+    """`function(*args)` for a rule's input or params: computed now, or under halving an
+    input function that Snakemake calls once the decisions it reads are made. (A value,
+    where it can be, keeps the planning of a large grid cheap.)"""
+    if RUNGS is None:
+        return function(*args)
+    return lambda wildcards: function(*args)
+
+
 def previous_rung(wildcards):
     """The rung a run reached before this job: its checkpoint is where the job resumes."""
     epochs = int(wildcards.get("epochs", HALVING["max_epochs"]))

@@ -55,7 +55,7 @@ rule tables:
         best=paths.summary_file(EXPERIMENT, "best.csv"),
         runs=paths.summary_file(EXPERIMENT, "runs.csv"),
         conclusion=paths.summary_file(EXPERIMENT, "conclusion.json"),
-        provenance=lambda wildcards: run_outputs("provenance.json"),
+        provenance=when_decided(run_outputs, "provenance.json"),
         labbook=labbook(),
     output:
         summary_html=report_table("summary_html", "Results", "summary"),
@@ -74,7 +74,7 @@ rule tables:
         "../../envs/analysis.yaml"
     params:
         experiment=EXPERIMENT,
-        runs=lambda wildcards: finished_runs(),
+        runs=when_decided(finished_runs),
         axes=grid.grid_axes(config),
         config=config,
         code=CODE["tables"],

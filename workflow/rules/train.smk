@@ -3,10 +3,10 @@
 
 rule train:
     input:
+        # Under halving, the run's last rung: its checkpoint is where this job resumes.
+        **({"previous": previous_rung} if RUNGS else {}),
         data=paths.prepared_data(DATASET, RAW.key),
         checks=paths.data_checks(DATASET, RAW.key),
-        # Under halving, the run's last rung: its checkpoint is where this job resumes.
-        previous=previous_rung,
     output:
         metrics=paths.run_file(EXPERIMENT, "{run}", "metrics.json"),
         history=paths.run_file(EXPERIMENT, "{run}", "history.csv"),
