@@ -197,6 +197,9 @@ def test_a_run_outside_the_sampled_points_is_explained(raw_dir, tmp_path):
     message = grid.unknown_run("arch=mlp/lr=0.5/seed=0", resolution, SCHEMA)
     assert "search.space.lr (set by" in message
     assert f"draws {', '.join(map(paths.format_value, drawn))}, not 0.5" in message
+    assert message.endswith(
+        "or draw more points with search.samples (config/README.md, Sampled axes)"
+    )
 
 
 def test_choices_given_on_the_command_line_get_their_key_types(raw_dir, tmp_path):

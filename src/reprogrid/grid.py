@@ -53,10 +53,15 @@ def unknown_run(run: str, resolution: Resolution, schema: Mapping[str, Any]) -> 
         else "its folder name is not the one the grid gives it"
     )
     why = "; ".join(reasons) or fallback
+    how = (
+        "list its values under grid instead of sampling them, or draw more points with "
+        "search.samples (config/README.md, Sampled axes)"
+        if sampled
+        else "list the value under grid in the config (config/README.md, Grid axes)"
+    )
     return (
         f"no run {run} in the grid of experiment {config['experiment']!r} ({why}); "
-        f"its runs combine {axes}; to train it, list the value under grid in the config "
-        "(config/README.md, Grid axes)"
+        f"its runs combine {axes}; to train it, {how}"
     )
 
 
