@@ -30,8 +30,8 @@ from reprogrid.config_errors import (
     shown,
     typos_of,
 )
+from reprogrid.grid import sampled_values
 from reprogrid.search import KINDS, SIGNIFICANT, SearchError
-from reprogrid.search import points as search_points
 from reprogrid.split import validation_count
 
 # The axes every point runs with, each value: listed under grid, never sampled.
@@ -495,12 +495,11 @@ def check_search(resolution: Resolution, schema: Mapping[str, Any]) -> None:
     for key in sorted(space):
         _check_distribution(resolution, key, train[key])
     try:
-        points = search_points(config, schema)
+        drawn = sampled_values(config, schema)
     except SearchError as error:
         raise ConfigError(f"{_named(resolution, *error.key)}: {error.problem}") from None
     for key in sorted(space):
-        drawn = list(dict.fromkeys(point[key] for point in points))
-        for value in drawn:
+        for value in drawn[key]:
             problem = _train_value_problem(value, train[key])
             if problem:
                 raise ConfigError(
