@@ -35,6 +35,13 @@ def rung_epochs(min_epochs: int, max_epochs: int, eta: int) -> list[int]:
     return epochs
 
 
+def rungs(settings: Mapping[str, Any]) -> list[int] | None:
+    """The rungs the `halving` block asks for (`rung_epochs`), or None when it is off."""
+    if not settings["enabled"]:
+        return None
+    return rung_epochs(settings["min_epochs"], settings["max_epochs"], settings["eta"])
+
+
 def keep_count(entered: int, eta: int) -> int:
     """How many of `entered` settings a rung keeps: the best 1/eta, at least one."""
     return max(1, entered // eta)
@@ -45,9 +52,9 @@ def setting_of(run: str) -> str:
     return run.rsplit("/seed=", 1)[0]
 
 
-def arch_of(run: str) -> str:
-    """A run's architecture, the bracket it competes in."""
-    return paths.parse_run_id(run)["arch"]
+def arch_of(setting: str) -> str:
+    """A setting's (or a run's) architecture, the bracket it competes in."""
+    return paths.parse_run_id(setting)["arch"]
 
 
 def _better(metric: str) -> int:
@@ -74,7 +81,7 @@ def decide(
     }
     brackets: dict[str, list[str]] = {}
     for setting in sorted(scores):
-        brackets.setdefault(arch_of(setting + "/seed=0"), []).append(setting)
+        brackets.setdefault(arch_of(setting), []).append(setting)
     sign = _better(metric)
     rows = []
     for arch, settings in sorted(brackets.items()):

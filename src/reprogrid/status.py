@@ -356,7 +356,7 @@ def grid_status(
     experiment = config["experiment"]
     markers = incomplete_markers()
     planned = grid.expand_grid(config, schema)
-    rungs = _rungs(config)
+    rungs = halving.rungs(config["halving"]) or []
     dropped = halving.dropped(experiment, planned) if rungs else {}
     runs = []
     for run, params in planned.items():
@@ -366,16 +366,16 @@ def grid_status(
             note = f"stopped by the search at rung {dropped[run]['rung']} ({epochs} epochs)"
             runs.append(RunStatus(run, "dropped", epochs, epochs, note=note))
             continue
-        epochs, output, log = params["epochs"], "metrics.json", paths.TRAIN_LOG
+        epochs, log = params["epochs"], paths.TRAIN_LOG
+        output = paths.run_file(experiment, run, "metrics.json")
         stage = next(
             (e for e in rungs[:-1] if not Path(paths.rung_file(experiment, run, e)).is_file()),
             None,
         )
         if stage is not None:
-            epochs = stage
-            output = paths.rung_file(experiment, run, stage).removeprefix(f"{folder}/")
+            epochs, output = stage, paths.rung_file(experiment, run, stage)
             log = paths.rung_log(experiment, run, stage).removeprefix(f"{folder}/")
-        marker = markers.get(paths.run_file(experiment, run, output))
+        marker = markers.get(output)
         runs.append(run_status(run, folder, epochs, marker, now, log))
     paces = [run.seconds_per_epoch for run in runs if run.seconds_per_epoch is not None]
     pace = sum(paces) / len(paces) if paces else None
@@ -398,14 +398,6 @@ def grid_status(
         )
         eta = work / slots
     return GridStatus(experiment, runs, slots, pace, eta, snakemake_active())
-
-
-def _rungs(config: Mapping[str, Any]) -> list[int]:
-    """The epochs of a search's rungs, the last every run's end; none without halving."""
-    search = config["halving"]
-    if not search["enabled"]:
-        return []
-    return halving.rung_epochs(search["min_epochs"], search["max_epochs"], search["eta"])
 
 
 def _setting(run: str) -> str:

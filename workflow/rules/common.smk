@@ -64,11 +64,7 @@ TRAIN = config["resources"]
 # Successive halving (key `halving`): the epochs each rung trains to, the last one every
 # run's end; None trains every run to its end at once.
 HALVING = config["halving"]
-RUNGS = (
-    halving.rung_epochs(HALVING["min_epochs"], HALVING["max_epochs"], HALVING["eta"])
-    if HALVING["enabled"]
-    else None
-)
+RUNGS = halving.rungs(HALVING)
 
 # The code each kind of job runs, fingerprinted once per planning. A rule passes its own as the
 # `code` param, so that Snakemake's params trigger plans the job again when that code changes
