@@ -19,7 +19,7 @@ rule train_rung:
         paths.rung_log(EXPERIMENT, "{run}", "{epochs}"),
     wildcard_constraints:
         # Only the rungs before the last: the last is the train rule's run to the end.
-        epochs="|".join(map(str, (RUNGS or [])[:-1])) or "(?!)",
+        epochs="|".join(map(str, RUNGS[:-1])) or "(?!)",
     priority: train_priority
     conda:
         "../../envs/train.yaml"
@@ -72,7 +72,7 @@ rule rungs:
     input:
         decisions=[
             paths.search_file(EXPERIMENT, f"rung-{rung}.csv")
-            for rung in range(len(RUNGS or [None]) - 1)
+            for rung in range(len(RUNGS) - 1)
         ],
     output:
         rungs=paths.search_file(EXPERIMENT, "rungs.csv"),
