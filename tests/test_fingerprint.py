@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,10 +59,12 @@ def names(files) -> set[str]:
     return {str(path.relative_to(REPO)) for path in files}
 
 
-def test_the_train_job_covers_every_module_it_imports_and_no_plotting():
-    covered = names(fingerprint.closure([PACKAGE / "jobs/train.py"]))
-    for module in ("training", "models", "checkpoint", "data", "catalog", "atomic", "provenance"):
+def test_the_train_job_covers_every_module_it_and_its_task_import_and_no_plotting():
+    task = PACKAGE / "tasks/builtin/idx_classification.py"
+    covered = names(fingerprint.closure([PACKAGE / "jobs/train.py", task]))
+    for module in ("training", "checkpoint", "data", "catalog", "atomic", "provenance"):
         assert f"src/reprogrid/{module}.py" in covered
+    assert "src/reprogrid/models.py" in covered  # through the task
     assert "src/reprogrid/plots.py" not in covered
     assert "src/reprogrid/stats.py" not in covered
 
@@ -75,8 +80,52 @@ def test_a_script_covers_imports_made_inside_functions():
 def test_running_a_module_covers_the_packages_above_it():
     covered = names(fingerprint.closure([fingerprint.module_file("reprogrid.jobs")]))
     assert "src/reprogrid/jobs/__init__.py" in covered
-    assert fingerprint.of_modules("reprogrid.jobs.train") != fingerprint.of_files(
-        [PACKAGE / "jobs/train.py"]
-    )
     with pytest.raises(ValueError, match="not a module of reprogrid"):
         fingerprint.of_modules("torch.nn")
+
+
+def test_a_module_without_code_counts_as_nothing(tmp_path):
+    (tmp_path / "empty.py").write_text('"""Only a docstring."""\n')
+    (tmp_path / "code.py").write_text(ORIGINAL)
+    alone = fingerprint.of_files([tmp_path / "code.py"])
+    assert fingerprint.of_files([tmp_path / "code.py", tmp_path / "empty.py"]) == alone
+
+
+MOVE = """
+import sys
+from reprogrid import fingerprint
+print(fingerprint.of_modules("reprogrid.jobs.train"))
+"""
+
+
+def test_moving_a_module_within_the_package_leaves_the_fingerprint(tmp_path):
+    """split.py moved into a subpackage, its importers importing it from there: the same
+    code, so the same fingerprint; a change to its code still changes it."""
+
+    def train_job_fingerprint(src: Path) -> str:
+        env = {"PYTHONPATH": str(src), "PATH": str(Path(sys.executable).parent)}
+        out = subprocess.run(
+            [sys.executable, "-c", MOVE], env=env, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
+    src = tmp_path / "src"
+    shutil.copytree(
+        REPO / "src/reprogrid", src / "reprogrid", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    before = train_job_fingerprint(src)
+    room = src / "reprogrid/plan"
+    room.mkdir()
+    (room / "__init__.py").write_text('"""The plan: what runs."""\n')
+    (src / "reprogrid/split.py").rename(room / "split.py")
+    for importer in ("config.py", "data.py"):
+        path = src / "reprogrid" / importer
+        path.write_text(
+            path.read_text().replace(
+                "from reprogrid.split import", "from reprogrid.plan.split import"
+            )
+        )
+    assert train_job_fingerprint(src) == before
+    moved = room / "split.py"
+    moved.write_text(moved.read_text().replace("max(1,", "max(2,"))
+    assert train_job_fingerprint(src) != before

@@ -1,15 +1,20 @@
 """Short fingerprints of the code a job runs, so that changing it plans the job again.
 
-A fingerprint covers a root (a module of this package, or a rule's script) and every module
-of this package it imports, directly or through others, found by reading the source: any
-`import` statement anywhere in a file counts, also one inside a function. Third-party
-packages are not covered (their versions are in each run's provenance).
+A fingerprint covers a root (a module of this package, a rule's script or a task file) and
+every module of this package it imports, directly or through others, found by reading the
+source: any `import` statement anywhere in a file counts, also one inside a function. A
+task file's imports of modules of the user's own repository (found under the task's folder
+or the working directory, as the job imports them) are covered too. Third-party packages
+are not covered (their versions are in each run's provenance).
 
 Each file counts by its syntax tree, not its bytes: comments, blank lines, line breaks,
 quote style, redundant parentheses and docstrings change nothing (Python run with -OO does
 not see docstrings either), while any change to what the code does gives another
-fingerprint. A renamed or moved module counts as a change. Reading a dozen files takes a
-few milliseconds; nothing is imported.
+fingerprint. The fingerprint follows the code, not where it lives: files count by their
+content alone, an import from this package counts by the names it binds (so moving a
+module to another room of the package and importing it from there changes nothing), and a
+module with no code (a docstring) counts as nothing. Reading a dozen files takes a few
+milliseconds; nothing is imported.
 
 This module imports nothing heavy: Snakemake reads it while it plans.
 """
@@ -29,15 +34,18 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 LENGTH = 16
 
 
-def module_file(name: str) -> Path | None:
-    """The source file of module `name` of this package, or None for anything else."""
+def module_file(name: str, search: Iterable[Path] = ()) -> Path | None:
+    """The source file of module `name` of this package, or of a module found under one of
+    the folders `search` (a user's own modules), or None for anything else."""
     parts = name.split(".")
-    if parts[0] != PACKAGE:
-        return None
-    base = PACKAGE_DIR.joinpath(*parts[1:])
-    for candidate in (base / "__init__.py", base.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
+    if parts[0] == PACKAGE:
+        bases = [PACKAGE_DIR.joinpath(*parts[1:])]
+    else:
+        bases = [Path(folder).joinpath(*parts) for folder in search]
+    for base in bases:
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.is_file():
+                return candidate
     return None
 
 
@@ -77,6 +85,27 @@ def _imported(tree: ast.AST, current: str | None, is_package: bool) -> set[str]:
     return found
 
 
+def _ours(node: ast.ImportFrom) -> bool:
+    """Whether an import statement imports from this package (absolutely or relatively)."""
+    module = node.module or ""
+    return bool(node.level) or module == PACKAGE or module.startswith(f"{PACKAGE}.")
+
+
+def _without_locations(tree: ast.AST) -> ast.AST:
+    """The tree with each import from this package reduced to the names it binds, so that
+    a module moved within the package, imported from its new place, reads the same."""
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            statements = getattr(node, field, None)
+            if not isinstance(statements, list):
+                continue
+            for index, statement in enumerate(statements):
+                if isinstance(statement, ast.ImportFrom) and _ours(statement):
+                    bound = [ast.alias(name=a.asname or a.name) for a in statement.names]
+                    statements[index] = ast.Import(names=bound)
+    return tree
+
+
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
@@ -112,8 +141,15 @@ def _read(path: Path, mtime_ns: int, size: int) -> tuple[str, frozenset[str]]:
     tree = ast.parse(path.read_bytes(), filename=str(path))
     name = _module_name(path)
     imports = frozenset(_imported(tree, name, path.name == "__init__.py"))
-    digest = hashlib.sha256(_canonical(_strip_docstrings(tree)).encode()).hexdigest()
+    code = _without_locations(_strip_docstrings(tree))
+    digest = "" if _is_empty(code) else hashlib.sha256(_canonical(code).encode()).hexdigest()
     return digest, imports
+
+
+def _is_empty(tree: ast.AST) -> bool:
+    """A module that runs nothing: a docstring at most (stripped, it is a lone `pass`)."""
+    body = getattr(tree, "body", [])
+    return all(isinstance(statement, ast.Pass) for statement in body)
 
 
 def _file_digest(path: Path) -> tuple[str, frozenset[str]]:
@@ -121,8 +157,10 @@ def _file_digest(path: Path) -> tuple[str, frozenset[str]]:
     return _read(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
 
-def closure(roots: Iterable[Path]) -> list[Path]:
-    """`roots` and every file of this package they import, transitively, sorted."""
+def closure(roots: Iterable[Path], search: Iterable[Path] = ()) -> list[Path]:
+    """`roots` and every file of this package they import, transitively, sorted; with
+    `search`, also the modules found under those folders (`module_file`)."""
+    search = tuple(search)
     seen: set[Path] = set()
     pending = [Path(root).resolve() for root in roots]
     while pending:
@@ -132,31 +170,50 @@ def closure(roots: Iterable[Path]) -> list[Path]:
         seen.add(path)
         for name in _file_digest(path)[1]:
             for module in _with_parents(name):
-                found = module_file(module)
+                found = module_file(module, search)
                 if found is not None and found.resolve() not in seen:
                     pending.append(found.resolve())
     return sorted(seen)
 
 
-def _label(path: Path) -> str:
-    """How a file is named inside a fingerprint: its module name, or its file name."""
-    return _module_name(path) or path.name
-
-
-def of_files(roots: Iterable[str | Path]) -> str:
-    """The fingerprint of the code that running `roots` (Python files) can execute."""
+def of_files(roots: Iterable[str | Path], search: Iterable[Path] = ()) -> str:
+    """The fingerprint of the code that running `roots` (Python files) can execute: the
+    digests of the files' code, in digest order, whatever the files' names and places."""
+    digests = sorted(_file_digest(path)[0] for path in closure((Path(r) for r in roots), search))
     digest = hashlib.sha256()
-    for path in closure(Path(root) for root in roots):
-        digest.update(f"{_label(path)}\0{_file_digest(path)[0]}\n".encode())
+    for code in digests:
+        if code:
+            digest.update(f"{code}\n".encode())
     return digest.hexdigest()[:LENGTH]
 
 
-def of_modules(*names: str) -> str:
-    """The fingerprint of modules of this package (`reprogrid.jobs.train`) and their imports."""
+def task_search(task_file: Path) -> tuple[Path, Path]:
+    """Where a task's own imports are looked for, as the job imports it: the working
+    directory, then the task file's folder."""
+    return Path.cwd(), Path(task_file).resolve().parent
+
+
+def of_job(job: str, task_file: str | Path) -> str:
+    """The fingerprint of a job module (`reprogrid.jobs.train`) running a task file: the
+    module, the packages above it, the task and everything either imports."""
+    return of_files([*_module_files(job), Path(task_file)], task_search(Path(task_file)))
+
+
+def of_task(spec) -> str:
+    """The fingerprint of a task (`tasks.spec.TaskSpec`): its file and all it imports."""
+    return of_files([spec.path], task_search(spec.path))
+
+
+def _module_files(*names: str) -> list[Path]:
     files = []
     for name in names:
         if module_file(name) is None:
             raise ValueError(f"{name} is not a module of {PACKAGE}")
         # `python -m a.b.c` runs the `__init__` of `a` and of `a.b` first.
         files.extend(module_file(module) for module in _with_parents(name))
-    return of_files(path for path in files if path is not None)
+    return [path for path in files if path is not None]
+
+
+def of_modules(*names: str) -> str:
+    """The fingerprint of modules of this package (`reprogrid.jobs.train`) and their imports."""
+    return of_files(_module_files(*names))
