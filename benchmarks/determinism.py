@@ -24,9 +24,12 @@ import torch
 
 from reprogrid import checkpoint, data, grid, training
 from reprogrid import config as configuration
+from reprogrid.tasks import runtime
 
 REPO = Path(__file__).resolve().parents[1]
 # The schema's training defaults: the run a user gets unless the config says otherwise.
+# The built-in IDX task, which the benchmark trains as the train job does.
+TASK = runtime.open_task("idx_classification")
 DEFAULTS = grid.train_defaults(
     configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
 )
@@ -37,6 +40,7 @@ def timed_run(prepared, cfg, threads: int, device: str, folder: Path) -> tuple[f
     (folder / "checkpoint.pt").unlink(missing_ok=True)
     tick = time.perf_counter()
     result = training.train_one_run(
+        TASK,
         prepared,
         cfg,
         val_fraction=0.1,
@@ -47,7 +51,7 @@ def timed_run(prepared, cfg, threads: int, device: str, folder: Path) -> tuple[f
     )
     seconds = time.perf_counter() - tick
     weights = checkpoint.to_bytes(
-        {"arch": cfg["arch"], "num_classes": prepared["num_classes"], "state_dict": result.weights}
+        {"arch": cfg["arch"], **TASK.describe(prepared), "state_dict": result.weights}
     )
     return seconds, hashlib.sha256(weights).hexdigest()
 
@@ -77,8 +81,8 @@ def main() -> None:
     hashes: dict[str, set[str]] = {name: set() for name in names}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        data.prepare(args.dataset, args.raw_dir, folder / "prepared.pt")
-        prepared = data.load_prepared(folder / "prepared.pt")
+        data.prepare(TASK, args.raw_dir, folder / "prepared.safetensors", dataset=args.dataset)
+        prepared = data.load_prepared(folder / "prepared.safetensors")
         for repeat in range(args.repeats):
             # Rotate the order so that a drift in machine load hits every mode alike.
             for name in names[repeat % 3 :] + names[: repeat % 3]:

@@ -37,7 +37,10 @@ import yaml  # noqa: E402
 
 from reprogrid import checkpoint, data, grid, training  # noqa: E402
 from reprogrid import config as configuration  # noqa: E402
+from reprogrid.tasks import runtime  # noqa: E402
 
+# The built-in IDX task, which the benchmark trains as the train job does.
+TASK = runtime.open_task("idx_classification")
 DEFAULTS = grid.train_defaults(
     configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
 )
@@ -52,6 +55,7 @@ def train(prepared_path: str, cfg: dict[str, Any], folder: Path, device: str) ->
     prepared = data.load_prepared(prepared_path)
     folder.mkdir(parents=True, exist_ok=True)
     result = training.train_one_run(
+        TASK,
         prepared,
         cfg,
         val_fraction=0.1,
@@ -61,7 +65,7 @@ def train(prepared_path: str, cfg: dict[str, Any], folder: Path, device: str) ->
         device=device,
     )
     weights = checkpoint.to_bytes(
-        {"arch": cfg["arch"], "num_classes": prepared["num_classes"], "state_dict": result.weights}
+        {"arch": cfg["arch"], **TASK.describe(prepared), "state_dict": result.weights}
     )
     return {
         "history": result.history,
@@ -163,8 +167,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
-        prepared_path = str(scratch / "prepared.pt")
-        data.prepare(args.dataset, args.raw_dir, prepared_path, verify=args.verify)
+        prepared_path = str(scratch / "prepared.safetensors")
+        data.prepare(TASK, args.raw_dir, prepared_path, dataset=args.dataset, verify=args.verify)
         report["speedrun"] = speedrun(prepared_path, scratch, args.device)
         save()
         for at_once in SHARING:

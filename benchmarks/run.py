@@ -166,14 +166,29 @@ def grid_efficiency(work: Path, raw_dir: str, cores: int) -> dict[str, Any]:
 
 
 def planning(work: Path, runs: int) -> dict[str, Any]:
-    """Dry-run a `runs`-run grid and both bare Snakefiles with as many jobs; times and ratios."""
+    """Dry-run a `runs`-run grid of the built-in task and of a task file (the example
+    regression on its CSV), and both bare Snakefiles with as many jobs; times and ratios."""
     seeds = runs // 4
     work.mkdir(parents=True)
     grid = work / "grid.json"
     axes = {"seed": list(range(seeds)), "arch": ["mlp", "cnn"], "lr": [0.001, 0.003]}
     grid.write_text(json.dumps({"experiment": "plan", "grid": axes}))
+    user = work / "task.json"
+    user.write_text(
+        json.dumps(
+            {
+                "experiment": "plantask",
+                "task": str(REPO / "tasks/regression_csv.py"),
+                "data": {"raw_dir": str(REPO / "tasks/data/friedman1.csv")},
+                "grid": {**axes, "arch": ["linear", "mlp"]},
+                "train": {"target": "y"},
+                "analysis": {"criterion": None},
+            }
+        )
+    )
     results: dict[str, Any] = {"runs": 4 * seeds}
     results["reprogrid"] = snakemake(work / "real", "-n", "-q", "--configfile", str(grid))
+    results["task_file"] = snakemake(work / "task", "-n", "-q", "--configfile", str(user))
     for name in ("bare", "bare_directives"):
         snakefile = REPO / "benchmarks" / name / "Snakefile"
         timing = snakemake(
@@ -184,6 +199,10 @@ def planning(work: Path, runs: int) -> dict[str, Any]:
             "wall_ratio": results["reprogrid"]["wall"] / timing["wall"],
             "cpu_ratio": results["reprogrid"]["cpu"] / timing["cpu"],
             "peak_mb_ratio": results["reprogrid"]["peak_mb"] / timing["peak_mb"],
+            **{
+                f"task_file_{key}_ratio": results["task_file"][key] / timing[key]
+                for key in ("wall", "cpu", "peak_mb")
+            },
         }
     return results
 
@@ -241,6 +260,11 @@ def table(results: dict[str, Any]) -> str:
                 lines.append(
                     f"| dry run of {plan['runs']} runs vs benchmarks/{name} ({key} {unit}) | "
                     f"{real[key]:.1f} | {plan[name][key]:.1f} | {plan[name][f'{key}_ratio']:.2f}x |"
+                )
+                lines.append(
+                    f"| the same, a task file's runs ({key} {unit}) | "
+                    f"{plan['task_file'][key]:.1f} | {plan[name][key]:.1f} | "
+                    f"{plan[name][f'task_file_{key}_ratio']:.2f}x |"
                 )
     return "\n".join(lines)
 

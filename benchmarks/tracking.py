@@ -29,9 +29,19 @@ sys.path.insert(0, str(REPO / "tests"))
 import mlflow_server  # noqa: E402
 from reprogrid import atomic, devices, paths, provenance, tracking, training  # noqa: E402
 from reprogrid import config as configuration  # noqa: E402
+from reprogrid.tasks import spec as taskspec  # noqa: E402
 from reprogrid.tracking import mlflow_export  # noqa: E402
 
 EXPERIMENT = "bench"
+# The built-in task's metrics, and the learning curve's columns after `epoch`, as it writes them.
+METRICS = taskspec.read(taskspec.DEFAULT).metrics
+HISTORY_COLUMNS = (
+    "train_loss",
+    "train_acc",
+    *METRICS.columns("val", "test"),
+    "lr",
+    "epoch_seconds",
+)
 
 
 def synthesise(root: Path, runs: int, epochs: int, seed: int) -> list[Path]:
@@ -48,7 +58,7 @@ def synthesise(root: Path, runs: int, epochs: int, seed: int) -> list[Path]:
         history = [
             {
                 "epoch": epoch,
-                **{column: rng.random() for column in training.HISTORY_COLUMNS[1:]},
+                **{column: rng.random() for column in HISTORY_COLUMNS},
             }
             for epoch in range(1, epochs + 1)
         ]
@@ -58,7 +68,7 @@ def synthesise(root: Path, runs: int, epochs: int, seed: int) -> list[Path]:
             folder / "metrics.json",
             {
                 "status": "ok",
-                **{key: best[key] for key in training.METRIC_KEYS},
+                **{key: best[key] for key in METRICS.run_keys()},
                 "best_epoch": epochs,
                 "epochs_run": epochs,
                 "train_seconds": sum(row["epoch_seconds"] for row in history),
@@ -90,6 +100,7 @@ def synthesise(root: Path, runs: int, epochs: int, seed: int) -> list[Path]:
             machine=devices.describe("cpu"),
             code=code,
             code_at_end=code,
+            task=provenance.task_record(taskspec.DEFAULT, "idx_classification.py", "0" * 16),
             started="2026-11-26T09:00:00+00:00",
             resumed_from_epoch=None,
             model_parameters=0,

@@ -20,6 +20,8 @@ sys.exit(
             )
         ],
         axes=sm.params.axes,
+        metrics=sm.params.metrics,
+        select_metric=sm.params.select_metric,
         analysis=sm.params.analysis,
         repo=sm.params.repo,
         outputs=dict(sm.output.items()),

@@ -14,6 +14,7 @@ from reprogrid.jobs.audit import audit_job  # noqa: E402
 
 sys.exit(
     audit_job(
+        task_name=sm.params.task,
         stored=[
             (run, RunFiles(*files))
             for run, *files in zip(

@@ -1,4 +1,4 @@
-"""Rule figures: learning curves, accuracy heatmap, seed spread and per-run curves."""
+"""Rule figures: learning curves, heatmap and seed spread of the compared metric, run curves."""
 
 import sys
 
@@ -16,6 +16,8 @@ sys.exit(
         runs=sm.input.runs,
         summary=sm.input.summary,
         axes=sm.params.axes,
+        metrics=sm.params.metrics,
+        metric=sm.params.metric,
         outputs=dict(sm.output.items()),
     )
 )

@@ -16,6 +16,7 @@ sys.exit(
         epochs=sm.params.epochs,
         results=list(sm.input),
         eta=sm.params.eta,
+        metrics=sm.params.metrics,
         metric=sm.params.metric,
         output=sm.output.decision,
     )

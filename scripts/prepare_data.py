@@ -1,4 +1,4 @@
-"""Rule prepare_data: check the raw IDX files and write the prepared tensors."""
+"""Rule prepare_data: run the task's `load` on the raw files and write the prepared tensors."""
 
 import sys
 
@@ -12,6 +12,7 @@ from reprogrid.jobs.data import prepare_data_job  # noqa: E402
 
 sys.exit(
     prepare_data_job(
+        task=sm.params.task,
         dataset=sm.params.dataset,
         raw_dir=sm.params.raw_dir,
         verify=sm.params.verify,

@@ -14,6 +14,7 @@ sys.exit(
     rung_figure_job(
         rungs=sm.input.rungs,
         runs=sm.input.runs,
+        metrics=sm.params.metrics,
         metric=sm.params.metric,
         max_epochs=sm.params.max_epochs,
         outputs=dict(sm.output.items()),

@@ -15,6 +15,8 @@ sys.exit(
         experiment=sm.params.experiment,
         provenance_files=list(zip(sm.params.runs, sm.input.provenance, strict=True)),
         axes=sm.params.axes,
+        metrics=sm.params.metrics,
+        metric=sm.params.metric,
         config=sm.params.config,
         labbook=sm.input.labbook[0] if sm.input.labbook else None,
         inputs=dict(sm.input.items()),

@@ -15,6 +15,8 @@ import yaml
 import idxdata
 from reprogrid import config as configuration
 from reprogrid import data, grid, training
+from reprogrid.tasks import runtime
+from reprogrid.tasks import spec as taskspec
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
@@ -127,18 +129,28 @@ def train_params(**overrides) -> dict:
     return {**grid.train_defaults(SCHEMA), **overrides}
 
 
+# The built-in IDX task, as a training job opens it.
+IDX_TASK = runtime.Task.open(taskspec.read(taskspec.DEFAULT))
+
+
+def prepare_idx(raw: Path, out: Path, dataset: str = "mnist", verify: bool = False) -> dict:
+    """Prepare IDX files with the built-in task, as the data job does; the checks' record."""
+    return data.prepare(IDX_TASK, raw, out, dataset=dataset, verify=verify)
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A small prepared data set, loaded as a training job loads it."""
     folder = tmp_path_factory.mktemp("data")
     idxdata.write_dataset(folder / "raw", n_train=600, n_test=200, noise=150)
-    data.prepare("mnist", folder / "raw", folder / "prepared.pt", verify=False)
-    return data.load_prepared(folder / "prepared.pt")
+    prepare_idx(folder / "raw", folder / "prepared.safetensors")
+    return data.load_prepared(folder / "prepared.safetensors")
 
 
 def train_run(prepared, folder: Path, params: dict, on_epoch=None) -> training.RunResult:
-    """Train one run on one thread, its checkpoint in `folder`."""
+    """Train one run of the built-in task on one thread, its checkpoint in `folder`."""
     return training.train_one_run(
+        IDX_TASK,
         prepared,
         params,
         val_fraction=0.1,

@@ -40,10 +40,17 @@ def test_a_folder_without_provenance_is_one_line(tmp_path):
 def valid_record(remote: str = "https://example.org/lab/reprogrid.git") -> dict:
     """A well-formed provenance record of run RUN, made on a dirty tree."""
     return {
-        "format": 2,
+        "format": 3,
         "run": RUN,
         "experiment": "tiny",
         "config": {
+            "task": {
+                "name": "idx_classification",
+                "file": "src/reprogrid/tasks/builtin/idx_classification.py",
+                "fingerprint": "ab12cd34",
+                "commit": "0123456789abcdef0123456789abcdef01234567",
+                "dirty": True,
+            },
             "data": {
                 "dataset": "mnist",
                 "raw_dir": None,
@@ -100,7 +107,7 @@ def test_a_record_of_an_older_reprogrid_is_one_line(tmp_path):
     old = {"run": RUN, "experiment": "tiny", "commit": "0" * 40, "dirty": False, "git": {}}
     folder = run_folder(tmp_path, old)
     result = reprogrid("reproduce", str(folder))
-    assert_one_line_error(result, "no `format`, not of format 2")
+    assert_one_line_error(result, "no `format`, not of format 3")
     assert "train the run again" in result.stderr
 
 
@@ -198,7 +205,7 @@ def test_a_run_id_that_is_not_its_folder_is_refused(tmp_path):
         (b"\xff\xfe{}", "cannot be read"),
         ("[1, 2]", "holds a JSON list, not an object"),
         ("[" * 100000 + "]" * 100000, "cannot be read"),
-        (json.dumps({"format": 2, "run": RUN}), "field `experiment` is missing"),
+        (json.dumps({"format": 3, "run": RUN}), "field `experiment` is missing"),
     ],
     ids=["not-json", "not-utf8", "list", "deep", "missing-keys"],
 )

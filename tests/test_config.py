@@ -23,9 +23,9 @@ from reprogrid.config_errors import ConfigError
 # --- schema ---------------------------------------------------------------------------------
 
 
-def test_schema_takes_its_names_from_the_registries(schema):
+def test_schema_takes_its_names_from_the_task_and_the_registries(schema):
     props = schema["properties"]
-    assert props["train"]["properties"]["arch"]["enum"] == sorted(catalog.ARCHITECTURES)
+    assert props["train"]["properties"]["arch"]["enum"] == list(catalog.ARCHITECTURES)
     assert props["data"]["properties"]["dataset"]["enum"] == sorted(catalog.DATASETS)
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import idxdata
-from conftest import copy_project, snakemake, tiny_grid, write_config
+from conftest import copy_project, prepare_idx, snakemake, tiny_grid, write_config
 from reprogrid import data, paths, provenance, rawfiles
 from reprogrid.jobs.data import prepare_data_job
 
@@ -30,20 +30,20 @@ def raw(tmp_path):
 
 
 def test_prepare_keeps_every_image_and_label(raw, tmp_path):
-    record = data.prepare("mnist", raw, tmp_path / "prepared.pt", verify=False)
+    record = prepare_idx(raw, tmp_path / "prepared.pt", "mnist", verify=False)
     prepared = data.load_prepared(tmp_path / "prepared.pt")
-    assert prepared["train_images"].shape == (200, 28, 28)
-    assert prepared["train_images"].dtype == torch.uint8
-    assert prepared["test_labels"].shape == (50,)
+    assert prepared["train_x"].shape == (200, 28, 28)
+    assert prepared["train_x"].dtype == torch.uint8
+    assert prepared["test_y"].shape == (50,)
     with gzip.open(raw / "t10k-labels-idx1-ubyte.gz") as handle:
         labels = np.frombuffer(handle.read(), dtype=np.uint8, offset=8)
-    assert prepared["test_labels"].tolist() == labels.tolist()
+    assert prepared["test_y"].tolist() == labels.tolist()
     assert record["counts"] == {"train": 200, "test": 50}
     assert record["canonical_counts"] is False
     expected = hashlib.sha256((raw / "train-images-idx3-ubyte.gz").read_bytes()).hexdigest()
     assert record["raw_sha256"]["train-images-idx3-ubyte.gz"] == expected
     assert record["prepared_sha256"] == data.sha256(tmp_path / "prepared.pt")
-    assert 0 < record["std"] < 1
+    assert 0 < record["facts"]["std"] < 1
 
 
 def test_prepare_reads_plain_files_too(raw, tmp_path):
@@ -51,14 +51,14 @@ def test_prepare_reads_plain_files_too(raw, tmp_path):
     plain.mkdir()
     for path in raw.iterdir():
         (plain / path.name.removesuffix(".gz")).write_bytes(gzip.decompress(path.read_bytes()))
-    first = data.prepare("mnist", raw, tmp_path / "a.pt", verify=False)
-    second = data.prepare("mnist", plain, tmp_path / "b.pt", verify=False)
+    first = prepare_idx(raw, tmp_path / "a.pt", "mnist", verify=False)
+    second = prepare_idx(plain, tmp_path / "b.pt", "mnist", verify=False)
     assert first["prepared_sha256"] == second["prepared_sha256"]
 
 
 def test_prepared_bytes_depend_only_on_content(raw, tmp_path):
-    a = data.prepare("kmnist", raw, tmp_path / "one" / "prepared.pt", verify=False)
-    b = data.prepare("kmnist", raw, tmp_path / "two" / "other-name.pt", verify=False)
+    a = prepare_idx(raw, tmp_path / "one" / "prepared.pt", "kmnist", verify=False)
+    b = prepare_idx(raw, tmp_path / "two" / "other-name.pt", "kmnist", verify=False)
     assert a["prepared_sha256"] == b["prepared_sha256"]
 
 
@@ -72,14 +72,14 @@ def test_wrong_magic_number_is_refused_by_name(raw, tmp_path):
     content[3] = 0x03
     _rewrite(target, bytes(content))
     with pytest.raises(data.DataError, match=r"train-labels-idx1-ubyte\.gz: magic number"):
-        data.prepare("mnist", raw, tmp_path / "p.pt", verify=False)
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=False)
 
 
 def test_truncated_gzip_is_refused_by_name(raw, tmp_path):
     target = raw / "train-images-idx3-ubyte.gz"
     target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])
     with pytest.raises(data.DataError, match=r"train-images-idx3-ubyte\.gz: cannot be read"):
-        data.prepare("mnist", raw, tmp_path / "p.pt", verify=False)
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=False)
     assert not (tmp_path / "p.pt").exists()
 
 
@@ -87,7 +87,7 @@ def test_truncated_payload_is_refused_by_name(raw, tmp_path):
     target = raw / "t10k-images-idx3-ubyte.gz"
     _rewrite(target, gzip.decompress(target.read_bytes())[:-100])
     with pytest.raises(data.DataError, match=r"t10k-images-idx3-ubyte\.gz: .*truncated"):
-        data.prepare("mnist", raw, tmp_path / "p.pt", verify=False)
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=False)
 
 
 def test_wrong_image_size_is_refused(tmp_path):
@@ -95,27 +95,27 @@ def test_wrong_image_size_is_refused(tmp_path):
     images = np.zeros((20, 32, 32), dtype=np.uint8)
     _rewrite(folder / "train-images-idx3-ubyte.gz", idxdata.idx_bytes(images))
     with pytest.raises(data.DataError, match=r"images are \(32, 32\), expected \(28, 28\)"):
-        data.prepare("mnist", folder, tmp_path / "p.pt", verify=False)
+        prepare_idx(folder, tmp_path / "p.pt", "mnist", verify=False)
 
 
 def test_label_out_of_range_is_refused(raw, tmp_path):
     labels = np.full(50, 10, dtype=np.uint8)
     _rewrite(raw / "t10k-labels-idx1-ubyte.gz", idxdata.idx_bytes(labels))
     with pytest.raises(data.DataError, match=r"label 10 outside 0..9"):
-        data.prepare("mnist", raw, tmp_path / "p.pt", verify=False)
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=False)
 
 
 def test_count_mismatch_is_refused(raw, tmp_path):
     labels = np.zeros(49, dtype=np.uint8)
     _rewrite(raw / "t10k-labels-idx1-ubyte.gz", idxdata.idx_bytes(labels))
     with pytest.raises(data.DataError, match=r"49 labels for 50 images"):
-        data.prepare("mnist", raw, tmp_path / "p.pt", verify=False)
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=False)
 
 
 def test_missing_file_is_refused(raw, tmp_path):
     (raw / "t10k-images-idx3-ubyte.gz").unlink()
     with pytest.raises(data.DataError, match=r"no t10k-images-idx3-ubyte"):
-        data.prepare("mnist", raw, tmp_path / "p.pt", verify=False)
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=False)
 
 
 def test_validation_split_is_seeded_disjoint_and_complete():
@@ -194,7 +194,7 @@ def test_unknown_files_are_refused_unless_verify_is_off(raw, tmp_path):
         rawfiles.check("mnist", files, verify=True)
     assert rawfiles.check("mnist", files, verify=False) is False
     with pytest.raises(data.DataError, match=r"data\.verify: "):
-        data.prepare("mnist", raw, tmp_path / "p.pt")
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=True)
     assert not (tmp_path / "p.pt").exists()
     plain = _plain_copy(raw, tmp_path / "plain")
     with pytest.raises(
@@ -211,13 +211,13 @@ def test_a_file_given_gzipped_and_plain_must_hold_the_same_data(raw, tmp_path):
     with pytest.raises(
         data.DataError, match=rf"{raw}: holds {name}\.gz and {name} with different contents"
     ):
-        data.prepare("mnist", raw, tmp_path / "p.pt", verify=False)
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=False)
 
 
 def test_test_images_equal_to_the_training_images_are_refused(raw, tmp_path):
     shutil.copy(raw / "train-images-idx3-ubyte.gz", raw / "t10k-images-idx3-ubyte.gz")
     with pytest.raises(data.DataError, match=r"holds the same images as .*train-images"):
-        data.prepare("mnist", raw, tmp_path / "p.pt", verify=False)
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=False)
 
 
 def test_misnamed_compression_is_refused_with_the_fix(raw, tmp_path):
@@ -225,11 +225,11 @@ def test_misnamed_compression_is_refused_with_the_fix(raw, tmp_path):
     target = plain / "train-images-idx3-ubyte"
     target.rename(plain / "train-images-idx3-ubyte.gz")
     with pytest.raises(data.DataError, match=r"not gzipped: name it train-images-idx3-ubyte$"):
-        data.prepare("mnist", plain, tmp_path / "p.pt", verify=False)
+        prepare_idx(plain, tmp_path / "p.pt", "mnist", verify=False)
     gz = raw / "t10k-labels-idx1-ubyte.gz"
     gz.rename(raw / "t10k-labels-idx1-ubyte")
     with pytest.raises(data.DataError, match=r"it is gzipped: name it t10k-labels-idx1-ubyte\.gz"):
-        data.prepare("mnist", raw, tmp_path / "p.pt", verify=False)
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=False)
 
 
 @pytest.mark.parametrize("where", [0.0, 0.5])  # zlib's "invalid code lengths", a failed CRC
@@ -239,7 +239,7 @@ def test_a_corrupt_gzip_stream_is_refused_by_name(raw, tmp_path, where):
     content[11 + int(where * (len(content) - 11))] ^= 0xFF
     target.write_bytes(bytes(content))
     with pytest.raises(data.DataError, match=r"train-images-idx3-ubyte\.gz: cannot be read"):
-        data.prepare("mnist", raw, tmp_path / "p.pt", verify=False)
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=False)
 
 
 def test_a_header_promising_more_than_it_holds_is_refused(raw, tmp_path):
@@ -248,7 +248,7 @@ def test_a_header_promising_more_than_it_holds_is_refused(raw, tmp_path):
     with pytest.raises(
         data.DataError, match=r"train-images-idx3-ubyte\.gz: .*truncated or corrupt"
     ):
-        data.prepare("mnist", raw, tmp_path / "p.pt", verify=False)
+        prepare_idx(raw, tmp_path / "p.pt", "mnist", verify=False)
 
 
 # --- the prepared data's key ----------------------------------------------------------------
@@ -288,6 +288,7 @@ def _job(raw_dir: Path, folder: Path, key: str | None = None, **overrides) -> in
         str(raw_dir), {path.name: data.sha256(path) for path in raw_dir.iterdir()}
     )
     arguments = {
+        "task": "idx_classification",
         "dataset": "mnist",
         "raw_dir": str(raw_dir),
         "verify": False,
@@ -356,7 +357,7 @@ def test_an_unexpected_failure_leaves_its_traceback_in_the_log(raw, tmp_path):
     code = _job(raw, tmp_path / "out", prepared_path=str(tmp_path / "out/blocker/prepared.pt"))
     assert code == 1
     log = (tmp_path / "out/prepare.log").read_text(encoding="utf-8")
-    assert "ERROR preparing mnist failed" in log
+    assert "ERROR preparing the data of task idx_classification failed" in log
     assert "Traceback (most recent call last)" in log and "blocker" in log
 
 
@@ -405,7 +406,7 @@ def test_experiments_reading_other_files_keep_their_own_prepared_data(tmp_path, 
         config = write_config(folder, _one_run(raw, experiment), f"{experiment}.yaml")
         target = paths.run_file(experiment, RUN, "metrics.json")
         snakemake(folder, target, "--cores", "1", "--configfile", str(config))
-    prepared = sorted((folder / paths.data_dir("mnist")).glob("raw-*/prepared.pt"))
+    prepared = sorted((folder / paths.data_dir("mnist")).glob("raw-*/prepared.safetensors"))
     assert len(prepared) == 2, "each experiment's files get their own prepared data"
     assert data.sha256(prepared[0]) != data.sha256(prepared[1])
     for experiment, raw in (("first", raw_dir), ("second", other)):
@@ -503,7 +504,7 @@ def test_an_empty_file_stops_the_data_step_and_its_log_says_which(tmp_path, raw_
     (log,) = (folder / paths.data_dir("mnist")).glob("raw-*/prepare.log")
     assert message in log.read_text(encoding="utf-8")
     assert message in output
-    assert not list((folder / paths.data_dir("mnist")).glob("*/prepared.pt"))
+    assert not list((folder / paths.data_dir("mnist")).glob("*/prepared.safetensors"))
 
 
 def test_idx_count_reads_the_header_or_gives_up(tmp_path, raw_dir):

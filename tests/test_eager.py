@@ -10,18 +10,19 @@ from pathlib import Path
 import pytest
 
 import idxdata
-from conftest import REPO
-from reprogrid import data
+from conftest import REPO, prepare_idx
 
 # Trains one short run per optimiser in a fresh interpreter, stopping and resuming each from
 # its checkpoint, and prints the weights' digests and whether torch._dynamo was imported.
 TRAIN_EVERY_OPTIMISER = """
 import hashlib, json, os, signal, sys
 from reprogrid import eager, grid, config, data, training
+from reprogrid.tasks import runtime, spec
 if sys.argv[2] == "skip":
     eager.skip_compiler()
 schema = config.load_schema(sys.argv[3])
 prepared = data.load_prepared(sys.argv[1])
+task = runtime.Task.open(spec.read(spec.DEFAULT))
 digests = {}
 for optimizer in ("adam", "adamw", "adadelta", "sgd"):
     params = {**grid.train_defaults(schema), "arch": "mlp", "epochs": 2, "lr": 0.01,
@@ -32,7 +33,7 @@ for optimizer in ("adam", "adamw", "adadelta", "sgd"):
             os.kill(os.getpid(), signal.SIGTERM)
     for on_epoch in (stop, None):
         try:
-            result = training.train_one_run(prepared, params, val_fraction=0.1, split_seed=0,
+            result = training.train_one_run(task, prepared, params, val_fraction=0.1, split_seed=0,
                                              checkpoint_path=path, threads=1, on_epoch=on_epoch)
         except training.Stopped:
             continue
@@ -46,8 +47,8 @@ print(json.dumps({"digests": digests, "compiler": "torch._dynamo.eval_frame" in 
 def prepared_file(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("eager")
     idxdata.write_dataset(folder / "raw", n_train=400, n_test=100, noise=150)
-    data.prepare("mnist", folder / "raw", folder / "prepared.pt", verify=False)
-    return folder / "prepared.pt"
+    prepare_idx(folder / "raw", folder / "prepared.safetensors")
+    return folder / "prepared.safetensors"
 
 
 def python(code: str, *args: str) -> str:

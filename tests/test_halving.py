@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import (
+    IDX_TASK,
     assert_refused,
     copy_project,
     job_counts,
@@ -21,6 +22,10 @@ from conftest import (
 )
 from reprogrid import halving, provenance, training
 from reprogrid.config_errors import ConfigError
+from reprogrid.tasks.spec import Metrics
+
+# The built-in classification task's metric table: accuracy up, loss down.
+METRICS = Metrics({"acc": "max", "loss": "min"})
 
 
 @pytest.mark.parametrize(
@@ -56,7 +61,7 @@ def test_a_decision_ranks_settings_by_their_mean_over_seeds_within_each_arch():
         **_runs("mlp", {"0.1": [0.9, 0.5], "0.2": [0.8, 0.8], "0.3": [0.1, 0.2]}),
         **_runs("cnn", {"0.1": [0.3, 0.3], "0.2": [0.4, 0.4], "0.3": [0.2, 0.2]}),
     }
-    rows = halving.decide(0, 1, results, eta=3, metric="val_acc")
+    rows = halving.decide(0, 1, results, 3, METRICS, "val_acc")
     kept = {row["point"] for row in rows if row["kept"]}
     # 0.2's mean (0.8) beats 0.1's (0.7) though 0.1 has the best seed; each arch keeps one.
     assert kept == {"arch=mlp/lr=0.2", "arch=cnn/lr=0.2"}
@@ -72,7 +77,7 @@ def test_a_decision_ranks_settings_by_their_mean_over_seeds_within_each_arch():
 
 def test_a_lower_loss_ranks_first_and_a_diverged_seed_ranks_last():
     results = _runs("mlp", {"0.1": [0.2, None], "0.2": [0.5, 0.5], "0.3": [0.3, 0.3]})
-    rows = halving.decide(1, 3, results, eta=2, metric="val_loss")
+    rows = halving.decide(1, 3, results, 2, METRICS, "val_loss")
     assert [(row["point"], row["kept"]) for row in rows] == [
         ("arch=mlp/lr=0.3", True),
         ("arch=mlp/lr=0.2", False),
@@ -81,16 +86,42 @@ def test_a_lower_loss_ranks_first_and_a_diverged_seed_ranks_last():
     assert rows[-1]["metric"] is None
 
 
+def test_a_task_metric_is_ranked_in_the_direction_the_task_declares():
+    # "score" is no loss by name: only the task's table says lower is better.
+    results = _runs("mlp", {"0.1": [0.2, 0.2], "0.2": [0.5, 0.5], "0.3": [0.3, 0.3]})
+    lower = halving.decide(0, 1, results, 3, Metrics({"score": "min"}), "val_score")
+    higher = halving.decide(0, 1, results, 3, Metrics({"score": "max"}), "val_score")
+    assert [row["point"] for row in lower if row["kept"]] == ["arch=mlp/lr=0.1"]
+    assert [row["point"] for row in higher if row["kept"]] == ["arch=mlp/lr=0.2"]
+
+
+def test_a_rung_figure_is_labelled_by_the_metric_and_its_direction():
+    import pandas as pd
+
+    from reprogrid import plots
+
+    rows = halving.decide(0, 1, _runs("mlp", {"0.1": [0.2], "0.2": [0.5]}), 2, METRICS, "val_loss")
+    finished = pd.DataFrame(
+        {"run": ["arch=mlp/lr=0.1/seed=0"], "status": ["ok"], "val_loss": [0.1]}
+    )
+    figure = plots.search_rungs(pd.DataFrame(rows), finished, METRICS, "val_loss", 2)
+    label = figure.axes[0].get_ylabel()
+    assert label == "val_loss (lower is better), mean over seeds"
+    line = next(line for line in figure.axes[0].get_lines() if len(line.get_ydata()) == 2)
+    assert list(line.get_ydata()) == [0.2, 0.1]  # plain values, no scale by name
+
+
 def test_ties_go_to_the_setting_named_first_whatever_the_order_of_results():
     results = _runs("mlp", {"0.2": [0.5], "0.1": [0.5], "0.3": [0.5]})
     reversed_results = dict(reversed(list(results.items())))
-    first = halving.decide(0, 1, results, eta=3, metric="val_acc")
-    assert first == halving.decide(0, 1, reversed_results, eta=3, metric="val_acc")
+    first = halving.decide(0, 1, results, 3, METRICS, "val_acc")
+    assert first == halving.decide(0, 1, reversed_results, 3, METRICS, "val_acc")
     assert [row["point"] for row in first if row["kept"]] == ["arch=mlp/lr=0.1"]
 
 
 def test_a_decision_table_reads_back_as_written():
-    rows = halving.decide(0, 1, _runs("mlp", {"0.1": [1 / 3], "0.2": [None]}), 2, "val_acc")
+    results = _runs("mlp", {"0.1": [1 / 3], "0.2": [None]})
+    rows = halving.decide(0, 1, results, 2, METRICS, "val_acc")
     assert halving.read_decision(halving.decision_csv(rows)) == rows
     runs = ["arch=mlp/lr=0.1/seed=0", "arch=mlp/lr=0.1/seed=1", "arch=mlp/lr=0.2/seed=0"]
     assert halving.kept_runs(rows, runs) == runs[:2]
@@ -105,11 +136,11 @@ def test_rung_metrics_are_those_of_the_best_epoch_so_far():
         {"epoch": e, "val_acc": acc, "val_loss": 1 - acc, "test_acc": acc / 2, "test_loss": 0.0}
         for e, acc in enumerate([0.5, 0.7, 0.7, 0.9], start=1)
     ]
-    at_three = halving.rung_metrics(history, 3, "val_acc", "ok")
+    at_three = halving.rung_metrics(history, 3, "val_acc", "ok", METRICS)
     # The first of equal epochs is kept, as training keeps it; epoch 4 is not seen yet.
     assert (at_three["best_epoch"], at_three["val_acc"], at_three["epochs_run"]) == (2, 0.7, 3)
-    assert halving.rung_metrics(history, 4, "val_loss", "ok")["best_epoch"] == 4
-    diverged = halving.rung_metrics(history, 2, "val_acc", "diverged")
+    assert halving.rung_metrics(history, 4, "val_loss", "ok", METRICS)["best_epoch"] == 4
+    diverged = halving.rung_metrics(history, 2, "val_acc", "diverged", METRICS)
     assert diverged["val_acc"] is None and diverged["status"] == "diverged"
 
 
@@ -120,18 +151,18 @@ def test_a_run_stopped_at_a_rung_and_resumed_ends_as_one_trained_straight(
     params = train_params(arch="mlp", epochs=3, max_batches=4, schedule=schedule, lr=0.01)
     common = {"val_fraction": 0.1, "split_seed": 0, "threads": 1}
     straight = training.train_one_run(
-        prepared, params, checkpoint_path=tmp_path / "straight.pt", **common
+        IDX_TASK, prepared, params, checkpoint_path=tmp_path / "straight.pt", **common
     )
     rung = training.train_one_run(
-        prepared, params, checkpoint_path=tmp_path / "search.pt", until=1, **common
+        IDX_TASK, prepared, params, checkpoint_path=tmp_path / "search.pt", until=1, **common
     )
     assert len(rung.history) == 1
     ahead = training.train_one_run(
-        prepared, params, checkpoint_path=tmp_path / "search.pt", until=1, **common
+        IDX_TASK, prepared, params, checkpoint_path=tmp_path / "search.pt", until=1, **common
     )
     assert ahead.resumed_from == 2 and len(ahead.history) == 1
     resumed = training.train_one_run(
-        prepared, params, checkpoint_path=tmp_path / "search.pt", **common
+        IDX_TASK, prepared, params, checkpoint_path=tmp_path / "search.pt", **common
     )
     assert resumed.resumed_from == 2
     assert [row["val_acc"] for row in resumed.history] == [

@@ -116,7 +116,11 @@ REFUSALS = [
     ),
     (["grid={seed: [0], arch: [], lr: [0.1]}"], ["grid.arch", "empty"]),
     (["experiment=fashon"], ["experiment (set by --config)", "did you mean 'fashion'"]),
-    (["analysis={criterion: {better: cnn, worse: mlp, min_diff: 2}}"], ["min_diff", "at most 1"]),
+    (["analysis={criterion: {better: cnn, worse: mlp, min_diff: -1}}"], ["min_diff", "at least 0"]),
+    (
+        ["analysis={criterion: {better: cnn, worse: mlp, metric: test_mse}}"],
+        ["analysis.criterion.metric", "test_mse"],
+    ),
     (["data={raw_dir: '~/mnist'}"], ["data.raw_dir", "'~' is not expanded"]),
 ]
 
@@ -351,7 +355,7 @@ def test_truncated_dataset_stops_the_data_step_naming_the_file(tmp_path, raw_dir
     (log_file,) = (folder / paths.data_dir("mnist")).glob("*/prepare.log")
     log = log_file.read_text(encoding="utf-8")
     assert f"{images}: " in log and "truncated" in log
-    assert not list((folder / paths.data_dir("mnist")).glob("*/prepared.pt"))
+    assert not list((folder / paths.data_dir("mnist")).glob("*/prepared.safetensors"))
     assert not (folder / "results").exists()
 
 

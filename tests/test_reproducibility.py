@@ -364,6 +364,13 @@ def test_a_record_holds_each_value_once_and_reads_back_as_written(tmp_path):
         machine=devices.describe("cpu"),
         code=code,
         code_at_end={**code, "fingerprint": "c0de0002"},
+        task={
+            "name": "idx_classification",
+            "file": "idx_classification.py",
+            "fingerprint": "ab12",
+            "commit": None,
+            "dirty": None,
+        },
         started=provenance.now(),
         resumed_from_epoch=None,
         model_parameters=1234,
@@ -377,6 +384,7 @@ def test_a_record_holds_each_value_once_and_reads_back_as_written(tmp_path):
     ]  # fmt: skip
     assert provenance.read(tmp_path / "provenance.json") == record
     assert (record.seed, record.threads, record.dataset, record.commit) == (4, 2, "mnist", None)
+    assert record.task == "idx_classification"
     assert record.code.changed_during_run
     assert record.code.at_end.fingerprint == "c0de0002"
     assert record.torch_version == importlib.metadata.version("torch")
@@ -393,14 +401,42 @@ def test_a_record_holds_each_value_once_and_reads_back_as_written(tmp_path):
     walk({k: v for k, v in written.items() if k not in ("env", "packages")}, [])
     for name in ("seed", "experiment", "hostname", "dataset", "threads", "deterministic"):
         assert leaves.count(name) == 1, name
-    # The code at the start and, having changed, at the end: two moments, not one value twice.
-    assert leaves.count("commit") == leaves.count("dirty") == 2
+    # The code at the start and, having changed, at the end: two moments, not one value twice;
+    # and the checkout of the task's file, which for a user's task is another repository.
+    assert leaves.count("commit") == leaves.count("dirty") == 3
 
 
 def test_a_record_of_another_format_is_one_error_naming_it(tmp_path):
     (tmp_path / "provenance.json").write_text(json.dumps({"run": "x", "seed": 0, "commit": None}))
-    with pytest.raises(provenance.ProvenanceError, match="no `format`, not of format 2"):
+    with pytest.raises(provenance.ProvenanceError, match="no `format`, not of format 3"):
         provenance.read_run(tmp_path)
+
+
+def test_a_record_made_before_tasks_reads_as_a_run_of_the_built_in_task(tmp_path):
+    code = {**provenance.git_state(tmp_path), "fingerprint": "c0de0001"}
+    record = provenance.build_record(
+        run="arch=mlp/lr=0.003/seed=4",
+        experiment="tiny",
+        params={"arch": "mlp", "lr": 0.003, "seed": 4},
+        split={"val_fraction": 0.1, "split_seed": 0},
+        checks={"dataset": "mnist", "raw_dir": None, "verify": True, "prepared_sha256": "cd" * 32},
+        threads=1,
+        gpus=0,
+        machine=devices.describe("cpu"),
+        code=code,
+        code_at_end=code,
+        task=provenance.task_record("idx_classification", tmp_path / "t.py", "c0de0001"),
+        started=provenance.now(),
+        resumed_from_epoch=None,
+        model_parameters=1,
+        target="metrics.json",
+    ).to_dict()
+    del record["config"]["task"]
+    (tmp_path / "provenance.json").write_text(json.dumps({**record, "format": 2}))
+    old = provenance.read_run(tmp_path)
+    assert old.task == "idx_classification"
+    assert old.config.task.fingerprint == "c0de0001"
+    assert old.config.data.dataset == "mnist"
 
 
 SECRETS = {

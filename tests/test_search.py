@@ -442,6 +442,7 @@ def test_a_sampled_search_trains_summarises_and_reports(tmp_path, raw_dir):
 
 def test_the_heatmap_of_sampled_learning_rates_has_a_row_per_setting():
     from reprogrid import plots
+    from reprogrid.tasks.spec import Metrics
 
     summary = pd.DataFrame(
         {
@@ -451,10 +452,14 @@ def test_the_heatmap_of_sampled_learning_rates_has_a_row_per_setting():
             "test_acc_mean": [0.9, 0.8, 0.7, 0.6],
         }
     )
-    figure = plots.accuracy_heatmap(summary, ["arch", "batch_size", "lr"])
+    table = Metrics({"acc": "max", "loss": "min"})
+    figure = plots.metric_heatmap(summary, ["arch", "batch_size", "lr"], table, "test_acc")
     ax = figure.axes[0]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("architecture", "setting")
     rows = [label.get_text() for label in ax.get_yticklabels()]
     assert rows == ["batch_size=16 lr=0.00638", "batch_size=32 lr=0.00346"]
-    listed = plots.accuracy_heatmap(summary.assign(batch_size=16), ["arch", "lr"])
+    listed = plots.metric_heatmap(summary.assign(batch_size=16), ["arch", "lr"], table, "test_acc")
     assert listed.axes[0].get_xlabel() == "learning rate"
+    # The colour bar names the metric and its direction; the cells hold its plain means.
+    assert figure.axes[1].get_ylabel() == "test_acc (higher is better)"
+    assert sorted(text.get_text() for text in ax.texts) == ["0.6", "0.7", "0.8", "0.9"]

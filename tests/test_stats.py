@@ -10,8 +10,16 @@ import pytest
 from scipy import stats as scipy_stats
 
 from reprogrid import stats
+from reprogrid.tasks.spec import Metrics
 
 AXES = ["arch", "lr"]
+# The built-in classification task's metric table: accuracy up, loss down.
+METRICS = Metrics({"acc": "max", "loss": "min"})
+
+
+def best_of(runs, select="val_acc", report="test_acc", metrics=METRICS):
+    """The settings chosen on `select`, as aggregate chooses them."""
+    return stats.select_best(stats.summarise(runs, AXES, metrics), AXES, metrics, select, report)
 
 
 def runs_frame(rows):
@@ -52,7 +60,7 @@ def test_t_interval_matches_the_textbook_formula():
 
 
 def test_summary_counts_diverged_runs_without_averaging_them(runs):
-    summary = stats.summarise(runs, AXES).set_index(["arch", "lr"])
+    summary = stats.summarise(runs, AXES, METRICS).set_index(["arch", "lr"])
     row = summary.loc[("cnn", 0.01)]
     assert row["n"] == 2 and row["n_runs"] == 3 and row["n_diverged"] == 1
     assert row["test_acc_mean"] == pytest.approx(0.985)
@@ -67,7 +75,7 @@ def test_summary_counts_diverged_runs_without_averaging_them(runs):
 
 
 def test_best_setting_is_chosen_on_validation_not_test(runs):
-    best = stats.select_best(stats.summarise(runs, AXES), AXES).set_index("arch")
+    best = best_of(runs).set_index("arch")
     # lr=0.01 has the higher test accuracy, lr=0.1 the higher validation accuracy.
     assert best.loc["cnn", "lr"] == 0.1
     assert best.loc["mlp", "lr"] == 0.1
@@ -81,8 +89,8 @@ def test_holm_adjustment_by_hand():
 
 
 def test_paired_comparison_over_shared_seeds(runs):
-    best = stats.select_best(stats.summarise(runs, AXES), AXES)
-    table = stats.compare(runs, best, AXES)
+    best = best_of(runs)
+    table = stats.compare(runs, best, AXES, "test_acc")
     row = table.iloc[0]
     assert (row["arch_a"], row["arch_b"], row["test"]) == ("cnn", "mlp", "paired t")
     diffs = [0.02, 0.01, 0.04]
@@ -107,15 +115,158 @@ def test_welch_comparison_when_seeds_differ():
 
 
 def test_criterion_is_met_or_not_with_its_numbers(runs):
-    best = stats.select_best(stats.summarise(runs, AXES), AXES)
-    table = stats.compare(runs, best, AXES)
-    easy = stats.evaluate_criterion(table, {"better": "cnn", "worse": "mlp", "min_diff": 0.01}, 0.2)
+    best = best_of(runs)
+    table = stats.compare(runs, best, AXES, "test_acc")
+
+    def criterion(better, worse, min_diff):
+        return {"better": better, "worse": worse, "min_diff": min_diff, "metric": "test_acc"}
+
+    easy = stats.evaluate_criterion(table, criterion("cnn", "mlp", 0.01), 0.2, METRICS)
     assert easy["met"] is True and "MET" in easy["statement"]
-    hard = stats.evaluate_criterion(table, {"better": "cnn", "worse": "mlp", "min_diff": 0.05}, 0.2)
+    assert easy["criterion"] == (
+        "cnn beats mlp by at least 0.01 in test_acc (higher is better) at Holm-adjusted p < 0.2"
+    )
+    assert f"observed difference (cnn - mlp) {easy['diff']:.4f}" in easy["statement"]
+    hard = stats.evaluate_criterion(table, criterion("cnn", "mlp", 0.05), 0.2, METRICS)
     assert hard["met"] is False and "NOT MET" in hard["statement"]
-    reverse = stats.evaluate_criterion(table, {"better": "mlp", "worse": "cnn", "min_diff": 0}, 0.2)
+    reverse = stats.evaluate_criterion(table, criterion("mlp", "cnn", 0), 0.2, METRICS)
     assert reverse["met"] is False and reverse["diff"] < 0
-    assert stats.evaluate_criterion(table, None, 0.05)["met"] is None
+    assert stats.evaluate_criterion(table, None, 0.05, METRICS)["met"] is None
+
+
+# A task whose headline is lower-is-better (an error) and whose second metric is higher.
+REGRESSION = Metrics({"mse": "min", "r2": "max"})
+
+
+def regression_runs(rows):
+    """Runs of REGRESSION from (arch, lr, seed, status, val_mse, test_mse, val_r2) rows."""
+    columns = ["arch", "lr", "seed", "status", "val_mse", "test_mse", "val_r2"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["test_r2"] = frame["val_r2"]
+    frame["train_seconds"] = 1.0
+    return frame
+
+
+@pytest.fixture
+def regression():
+    return regression_runs(
+        [
+            ("cnn", 0.1, 0, "ok", 0.30, 0.20, 0.50),
+            ("cnn", 0.1, 1, "ok", 0.32, 0.22, 0.50),
+            ("cnn", 0.1, 2, "ok", 0.34, 0.21, 0.50),
+            # The higher validation error: worse, whatever its test error and r2.
+            ("cnn", 0.01, 0, "ok", 0.50, 0.10, 0.90),
+            ("cnn", 0.01, 1, "ok", 0.52, 0.11, 0.90),
+            ("cnn", 0.01, 2, "ok", 0.51, 0.12, 0.90),
+            # The lowest validation error, over the one seed that survived.
+            ("cnn", 0.3, 0, "ok", 0.10, 0.10, 0.10),
+            ("cnn", 0.3, 1, "diverged", None, None, None),
+            ("mlp", 0.1, 0, "ok", 0.40, 0.30, 0.40),
+            ("mlp", 0.1, 1, "ok", 0.41, 0.33, 0.40),
+            ("mlp", 0.1, 2, "ok", 0.42, 0.31, 0.40),
+            ("mlp", 0.01, 0, "ok", 0.60, 0.50, 0.60),
+            ("mlp", 0.01, 1, "ok", 0.61, 0.51, 0.60),
+            ("mlp", 0.01, 2, "ok", 0.62, 0.52, 0.60),
+        ]
+    )
+
+
+def test_a_lower_is_better_metric_chooses_the_lowest_validation_mean(regression):
+    best = best_of(regression, "val_mse", "test_mse", REGRESSION).set_index("arch")
+    assert best.loc["cnn", "lr"] == 0.1 and best.loc["mlp", "lr"] == 0.1
+    assert best.loc["cnn", "val_mse_mean"] == pytest.approx(0.32)
+    assert "lr=0.3 (mean val_mse 0.1000, 1 of 2 seeds lost)" in best.loc["cnn", "passed_over"]
+    assert best.loc["mlp", "passed_over"] == ""
+    assert list(best.reset_index().columns) == [
+        "arch", "lr", "n", "n_runs", "n_diverged", "complete", "val_mse_mean", "val_mse_sd",
+        "test_mse_mean", "test_mse_sd", "test_mse_ci95_low", "test_mse_ci95_high",
+        "passed_over",
+    ]  # fmt: skip
+
+
+def test_selection_follows_the_select_metric_not_the_headline(regression):
+    # On r2 (higher is better) cnn's lr=0.01 and mlp's lr=0.01 lead, where mse chose lr=0.1.
+    best = best_of(regression, "val_r2", "test_mse", REGRESSION).set_index("arch")
+    assert best.loc["cnn", "lr"] == 0.01 and best.loc["mlp", "lr"] == 0.01
+    assert "val_r2_mean" in best.columns and "val_mse_mean" not in best.columns
+
+
+def test_a_lower_is_better_criterion_asks_the_better_side_to_be_lower(regression):
+    best = best_of(regression, "val_mse", "test_mse", REGRESSION)
+    table = stats.compare(regression, best, AXES, "test_mse")
+    row = table.iloc[0]
+    assert (row["metric"], row["arch_a"], row["arch_b"]) == ("test_mse", "cnn", "mlp")
+    assert row["diff"] == pytest.approx((-0.10 - 0.11 - 0.10) / 3)  # a - b, as ever
+
+    def criterion(better, worse, min_diff):
+        return {"better": better, "worse": worse, "min_diff": min_diff, "metric": "test_mse"}
+
+    lower = stats.evaluate_criterion(table, criterion("cnn", "mlp", 0.05), 0.05, REGRESSION)
+    assert lower["met"] is True and lower["diff"] < 0
+    assert lower["statement"].startswith(
+        "Success criterion MET: cnn beats mlp by at least 0.05 in test_mse (lower is better) "
+        "at Holm-adjusted p < 0.05; observed difference (cnn - mlp) -0.1033"
+    )
+    # Lower by 0.10, not by 0.2; and mlp, the higher error, beats cnn by nothing.
+    assert (
+        stats.evaluate_criterion(table, criterion("cnn", "mlp", 0.2), 0.05, REGRESSION)["met"]
+        is False
+    )
+    reverse = stats.evaluate_criterion(table, criterion("mlp", "cnn", 0), 0.05, REGRESSION)
+    assert reverse["met"] is False and reverse["diff"] > 0
+
+
+def test_one_latex_escape_serves_the_report_and_compare():
+    from reprogrid import compare, reporting
+
+    text = "a$b{c}d\\e%f&g#h_i~j^k±"
+    escaped = (
+        "a\\$b\\{c\\}d\\textbackslash{}e\\%f\\&g\\#h\\_i\\textasciitilde{}j"
+        "\\textasciicircum{}k$\\pm$"
+    )
+    assert reporting.latex_escape(text) == escaped
+    table = reporting.latex_table(pd.DataFrame({text: [text]}), text, "tab:x")
+    assert table.count(escaped) == 3  # the header, the cell and the caption
+    shown = compare.Table([text], [[text]], [[text]], [text])
+    assert compare.formatted(shown, "latex").count(escaped) == 2
+
+
+def test_summary_tables_name_each_metric_and_its_direction(regression):
+    from reprogrid import reporting
+
+    summary = stats.summarise(regression, AXES, REGRESSION)
+    shown = reporting.summary_display(summary, AXES, 0.95, REGRESSION)
+    assert list(shown.columns)[4:] == [
+        "val_mse (lower is better)", "val_r2 (higher is better)",
+        "test_mse (lower is better)", "test_r2 (higher is better)",
+        "test_mse 95% CI", "test_r2 95% CI",
+    ]  # fmt: skip
+    best = best_of(regression, "val_mse", "test_mse", REGRESSION)
+    table = stats.compare(regression, best, AXES, "test_mse")
+    compared = reporting.comparisons_display(table, 0.95, REGRESSION, "test_mse")
+    assert compared["diff A-B in test_mse (lower is better)"].tolist() == ["-0.1033"]
+
+
+def test_learning_curves_have_a_panel_per_metric_and_split_labelled_by_direction():
+    from reprogrid import plots
+
+    history = pd.DataFrame(
+        [
+            {"run": f"arch=mlp/lr=0.1/seed={seed}", "arch": "mlp", "lr": 0.1, "seed": seed,
+             "epoch": epoch, "train_loss": 1 / epoch, "val_mse": 1 / epoch, "test_mse": 1 / epoch,
+             "val_r2": epoch / 3, "test_r2": epoch / 3}
+            for seed in (0, 1)
+            for epoch in (1, 2, 3)
+        ]
+    )  # fmt: skip
+    figure = plots.learning_curves(history, AXES, REGRESSION)
+    assert [ax.get_title() for ax in figure.axes] == [
+        "val_mse (lower is better)", "val_r2 (higher is better)",
+        "test_mse (lower is better)", "test_r2 (higher is better)",
+        "train_loss (lower is better)",
+    ]  # fmt: skip
+    curve = plots.run_curve(history[history["seed"] == 0], "one run", REGRESSION)
+    assert [ax.get_ylabel() for ax in curve.axes] == ["mse", "r2", "training loss"]
 
 
 def test_mixed_code_versions_are_flagged():
@@ -146,7 +297,7 @@ def test_a_setting_that_lost_seeds_is_not_chosen_over_one_that_kept_them():
             ("mlp", 0.1, 1, "ok", 0.91, 0.61),
         ]
     )
-    best = stats.select_best(stats.summarise(runs, AXES), AXES).set_index("arch")
+    best = best_of(runs).set_index("arch")
     assert best.loc["cnn", "lr"] == 0.1
     assert bool(best.loc["cnn", "complete"]) is True
     assert "lr=0.3" in best.loc["cnn", "passed_over"]
@@ -167,7 +318,7 @@ def test_where_every_setting_lost_seeds_the_choice_is_marked_incomplete():
             ("mlp", 0.1, 1, "ok", 0.91, 0.61),
         ]
     )
-    best = stats.select_best(stats.summarise(runs, AXES), AXES).set_index("arch")
+    best = best_of(runs).set_index("arch")
     assert best.loc["cnn", "lr"] == 0.3
     assert bool(best.loc["cnn", "complete"]) is False
     assert best.loc["cnn", "n_diverged"] == 1
@@ -184,9 +335,11 @@ def test_criterion_with_fewer_than_two_runs_on_a_side_is_not_decided():
             ("mlp", 0.1, 1, "diverged", None, None),
         ]
     )
-    best = stats.select_best(stats.summarise(runs, AXES), AXES)
-    table = stats.compare(runs, best, AXES)
-    result = stats.evaluate_criterion(table, {"better": "cnn", "worse": "mlp"}, 0.05)
+    best = best_of(runs)
+    table = stats.compare(runs, best, AXES, "test_acc")
+    result = stats.evaluate_criterion(
+        table, {"better": "cnn", "worse": "mlp", "metric": "test_acc"}, 0.05, METRICS
+    )
     assert result["met"] is None
     assert result["statement"].startswith("Not decided: ")
     assert "NOT MET" not in result["statement"]
@@ -314,7 +467,7 @@ def test_the_reproduction_guide_says_when_runs_recorded_different_versions():
 def test_aggregating_a_run_recorded_by_an_older_reprogrid_fails_in_one_line(
     tmp_path, monkeypatch, caplog
 ):
-    from reprogrid import paths
+    from reprogrid import paths, provenance
     from reprogrid.jobs.analysis import aggregate_job
 
     monkeypatch.chdir(tmp_path)
@@ -326,10 +479,12 @@ def test_aggregating_a_run_recorded_by_an_older_reprogrid_fails_in_one_line(
     (folder / "provenance.json").write_text(json.dumps(old))
     status = aggregate_job(
         run_files=[(run, paths.files_in(paths.run_dir("tiny", run)))], axes=["arch", "lr"],
-        analysis={}, repo=str(tmp_path), outputs={},
+        metrics=METRICS.directions, select_metric="val_acc", analysis={}, repo=str(tmp_path),
+        outputs={},
     )  # fmt: skip
     assert status == 1
     assert [r.getMessage() for r in caplog.records] == [
         f"reprogrid: {paths.run_dir('tiny', run)}/provenance.json: is a record of no `format`, "
-        "not of format 2 (an older reprogrid's run?); train the run again with this code"
+        f"not of format {provenance.FORMAT} (an older reprogrid's run?); "
+        "train the run again with this code"
     ]

@@ -18,6 +18,7 @@ import pytest
 from test_cli import assert_one_line_error
 
 from conftest import (
+    IDX_TASK,
     REPO,
     copy_project,
     reprogrid,
@@ -31,6 +32,8 @@ from reprogrid import logs, status, training
 from reprogrid.jobs.train import EpochLog
 
 FAILS = "arch=mlp/lr=0.01/seed=0"
+# An epoch line's metrics, as training writes them for the task's validation columns.
+VAL = "val_acc 0.8000 val_loss 0.8000"
 
 
 def test_status_and_compare_start_without_torch_or_pandas():
@@ -41,6 +44,34 @@ def test_status_and_compare_start_without_torch_or_pandas():
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_compare_asks_each_experiments_task_which_metrics_there_are_and_which_way_is_better():
+    from reprogrid import compare
+    from reprogrid.tasks.spec import Metrics
+
+    def experiment(name, metrics, errors):
+        rows = [
+            {"run": f"arch=mlp/lr={lr}/seed=0", "val_mse": str(e), "test_mse": str(e),
+             "status": "ok"}
+            for lr, e in errors.items()
+        ]  # fmt: skip
+        params = [{"lr": lr} for lr in errors]
+        return compare.Experiment(name, rows, params, [], Metrics(metrics))
+
+    error = experiment("error", {"mse": "min"}, {"0.1": 0.5, "0.2": 0.1, "0.3": 0.3})
+    assert compare.chosen_metrics([error], [], None) == (["test_mse", "val_mse"], 1)
+    shown, sign = compare.chosen_metrics([error], [], "val_mse")
+    assert sign == -1
+    table = compare.build(
+        [error], shown, runs_only=True, all_params=False, where=[], sort="val_mse", sign=sign
+    )
+    assert [row[2] for row in table.rows] == ["0.2", "0.3", "0.1"]  # lowest error first
+    with pytest.raises(compare.CompareError, match="test_acc: experiment error reports no"):
+        compare.chosen_metrics([error], ["test_acc"], None)
+    score = experiment("score", {"mse": "max"}, {"0.1": 0.5})
+    with pytest.raises(compare.CompareError, match="disagree on which way it is better"):
+        compare.chosen_metrics([error, score], [], "val_mse")
 
 
 def test_config_values_are_read_as_snakemake_reads_them():
@@ -66,7 +97,7 @@ def test_a_log_is_read_from_its_last_attempt(tmp_path):
         '  File "x.py", line 1, in <module>\n'
         "OSError: an earlier attempt\n"
         f"{stamp} INFO {logs.ATTEMPT_LINE % ('r', 'cpu', 1)}\n"
-        f"{stamp} INFO " + logs.EPOCH_LINE % (3, 10, 0.5, 0.8, 0.8, 12.5, logs.duration(88)) + "\n"
+        f"{stamp} INFO " + logs.EPOCH_LINE % (3, 10, 0.5, VAL, 12.5, logs.duration(88)) + "\n"
         f"{stamp} INFO {logs.PROGRESS_LINE % (4, 10, 7, 20, 31, logs.duration(60))}\n"
     )
     tail = status.read_log(log)
@@ -80,7 +111,9 @@ def test_progress_is_logged_without_changing_a_result(prepared, tmp_path, monkey
     # Every batch counts as a long epoch's 30 s here.
     monkeypatch.setattr(training, "PROGRESS_SECONDS", 0.0)
     with caplog.at_level(logging.INFO, logger="reprogrid"):
-        loud = train_run(prepared, tmp_path / "loud", params, on_epoch=EpochLog(2))
+        loud = train_run(
+            prepared, tmp_path / "loud", params, on_epoch=EpochLog(2, IDX_TASK.metrics)
+        )
     messages = [record.getMessage() for record in caplog.records]
     progress = [logs.PROGRESS.match(m) for m in messages if logs.PROGRESS.match(m)]
     epochs = [logs.EPOCH.match(m) for m in messages if logs.EPOCH.match(m)]
@@ -273,7 +306,7 @@ def test_the_grid_runs_and_their_states_from_files(tmp_path, monkeypatch):
     (folders[done] / "metrics.json").write_text(json.dumps(metrics))
     now = time.time()
     stamp = time.strftime(logs.TIME_FORMAT, time.localtime(now - 1)) + ",000"
-    epoch = logs.EPOCH_LINE % (1, 4, 0.5, 0.8, 0.8, 3.0, "9 s")
+    epoch = logs.EPOCH_LINE % (1, 4, 0.5, VAL, 3.0, "9 s")
     for run in (running, stalled):
         (folders[run] / "train.log").write_text(f"{stamp} INFO {epoch}\n")
     old = now - 2 * status.SILENT_SECONDS

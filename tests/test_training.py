@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from conftest import train_params, train_run
+from conftest import IDX_TASK, train_params, train_run
 from reprogrid import checkpoint, training
 
 BASE = train_params(arch="mlp", lr=0.003, batch_size=64, eval_batch_size=256)
@@ -126,6 +126,7 @@ def stopped_after_first_epoch(prepared, folder, **overrides):
 
 def resume(prepared, folder, params, on_epoch=None, **keys):
     return training.train_one_run(
+        IDX_TASK,
         prepared, params, val_fraction=0.1, split_seed=0,
         checkpoint_path=folder / "checkpoint.pt", threads=1, on_epoch=on_epoch, **keys,
     )  # fmt: skip

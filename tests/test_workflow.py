@@ -97,6 +97,8 @@ def test_best_setting_has_the_highest_mean_validation_accuracy(finished):
     assert {"p_value", "p_holm", "diff", "diff_low", "diff_high", "effect_size"} <= set(
         comparisons.columns
     )
+    # The criterion names no metric: the task's first, on test, is compared.
+    assert comparisons["metric"].tolist() == ["test_acc"]
 
 
 def test_second_run_has_nothing_to_do(finished):
@@ -191,7 +193,10 @@ def test_thesis_outputs(finished):
     reports = folder / "reports/tiny"
     table = (reports / "summary.tex").read_text()
     assert "\\toprule" in table and "\\bottomrule" in table
-    assert "\\toprule" in (reports / "comparisons.tex").read_text()
+    assert "test\\_acc (higher is better)" in table and "val\\_loss (lower is better)" in table
+    comparisons = (reports / "comparisons.tex").read_text()
+    assert "\\toprule" in comparisons
+    assert "diff A-B in test\\_acc (higher is better)" in comparisons
     assert (reports / "learning_curves.pdf").read_bytes().startswith(b"%PDF")
     assert "Summary over seeds" in (reports / "summary.md").read_text()
     runs = sorted(p.name for p in (reports / "runs").glob("*.png"))

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from reprogrid import audit, compare, paths, provenance, status
+from reprogrid import audit, compare, paths, provenance, scaffold, status
 from reprogrid.provenance import shown
 
 CONFIG_NAME = "reproduce.yaml"
@@ -87,10 +87,11 @@ def run_config(record: provenance.Provenance, raw_dir: str | None) -> dict[str, 
     """
     train = record.config.train
     axes = list(paths.parse_run_id(record.run))
-    data = dataclasses.asdict(record.config.data)
+    data = {k: v for k, v in dataclasses.asdict(record.config.data).items() if v is not None}
     return {
         "experiment": record.experiment,
-        "data": {**data, "raw_dir": raw_dir if raw_dir is not None else data["raw_dir"]},
+        "task": record.task,
+        "data": {**data, "raw_dir": raw_dir if raw_dir is not None else data.get("raw_dir")},
         "grid": {axis: [train[axis]] for axis in axes},
         "train": {key: value for key, value in train.items() if key not in axes},
         "resources": dataclasses.asdict(record.config.resources),
@@ -441,6 +442,22 @@ def reproduce(args: argparse.Namespace) -> int:
     return 0 if identical else 1
 
 
+def task(args: argparse.Namespace) -> int:
+    """`reprogrid task new NAME`: write a task file, its experiment and its lab book."""
+    try:
+        written = scaffold.new_task(args.name, args.root)
+    except scaffold.ScaffoldError as error:
+        print(f"reprogrid: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    print(
+        f"run it: snakemake --cores 2 --config experiment={args.name} debug=True, then without "
+        "debug=True; docs/tasks.md explains the contract"
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reprogrid", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -481,6 +498,16 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("remote", help="an rclone remote and folder: name:path")
     download.add_argument("folder", help="the local folder to copy into (created if missing)")
     download.set_defaults(handler=pull)
+    tasks = commands.add_parser("task", help="write a task of your own: `reprogrid task new NAME`")
+    task_commands = tasks.add_subparsers(dest="task_command", required=True)
+    creating = task_commands.add_parser(
+        "new", help="write tasks/NAME.py, config/experiments/NAME.yaml and its lab book"
+    )
+    creating.add_argument("name", help="the task's name, which names its experiment too")
+    creating.add_argument(
+        "--root", default=".", help="the project folder to write into (default: here)"
+    )
+    creating.set_defaults(handler=task)
     status.add_parser(commands)
     compare.add_parser(commands)
     return parser

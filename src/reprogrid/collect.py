@@ -8,32 +8,33 @@ from pathlib import Path
 
 import pandas as pd
 
-from reprogrid import paths, provenance, stats
+from reprogrid import paths, provenance
+from reprogrid.tasks.spec import Metrics
 
-METRIC_FIELDS = ("status", *stats.METRICS, "best_epoch", "epochs_run", "train_seconds")
-RUN_COLUMNS = (
-    *METRIC_FIELDS,
-    "threads",
-    "device",
-    "commit",
-    "dirty",
-    "slurm_job_id",
-)
+# What runs.csv takes from each run's record, after its metrics.json fields.
+RECORD_FIELDS = ("threads", "device", "commit", "dirty", "slurm_job_id")
+
+
+def metric_fields(metrics: Metrics) -> list[str]:
+    """What runs.csv takes from each run's metrics.json: its status, every metric the task
+    reports of the kept epoch, the epoch kept, the epochs run and the training seconds."""
+    return ["status", *metrics.run_keys(), "best_epoch", "epochs_run", "train_seconds"]
 
 
 def runs_table(
-    run_files: Iterable[tuple[str, paths.RunFiles]], axes: Sequence[str]
+    run_files: Iterable[tuple[str, paths.RunFiles]], axes: Sequence[str], metrics: Metrics
 ) -> pd.DataFrame:
     """One row per run: its id, axis values, status, metrics, seconds and code version."""
+    fields = metric_fields(metrics)
     rows = []
     for run, files in run_files:
-        metrics = json.loads(Path(files.metrics).read_text())
+        reported = json.loads(Path(files.metrics).read_text())
         record = provenance.read(files.provenance)
         rows.append(
             {
                 "run": run,
                 **record.axis_values(axes),
-                **{key: metrics.get(key) for key in METRIC_FIELDS},
+                **{key: reported.get(key) for key in fields},
                 "threads": record.threads,
                 "device": record.device,
                 "commit": record.commit,
@@ -41,7 +42,7 @@ def runs_table(
                 "slurm_job_id": record.slurm_job_id,
             }
         )
-    return pd.DataFrame(rows, columns=["run", *axes, *RUN_COLUMNS])
+    return pd.DataFrame(rows, columns=["run", *axes, *fields, *RECORD_FIELDS])
 
 
 def histories_table(

@@ -1,7 +1,8 @@
 """`reprogrid compare EXP [EXP ...]`: one table of settings (or runs) across experiments.
 
 It reads what the aggregate rule wrote, `results/<exp>/summary/summary.csv` (`runs.csv`
-with `--runs`), and each experiment's training parameters from one run's provenance.json.
+with `--runs`), and each experiment's training parameters and task from one run's
+provenance.json; the task's file says which metrics there are and which way each is better.
 A summary older than a run's metrics.json, or missing runs of the experiment's current
 grid, is named as stale; a missing one is refused: nothing is recomputed or guessed.
 
@@ -21,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from reprogrid import halving, paths, provenance
+from reprogrid.tasks import spec
+from reprogrid.tasks.spec import Metrics
 
-METRICS = ("test_acc", "test_loss", "val_acc", "val_loss")
-DEFAULT_METRICS = ("test_acc", "val_acc")
 # The summary's columns after its axes: counts, then four per metric, then seconds.
 COUNTS = ("n", "n_runs", "n_diverged")
 FORMATS = ("table", "csv", "markdown", "latex")
@@ -35,12 +36,14 @@ class CompareError(RuntimeError):
 
 @dataclass
 class Experiment:
-    """One experiment's summary rows, each with its complete parameters."""
+    """One experiment's summary rows, each with its complete parameters, and its task's
+    metrics (None for an experiment without runs, which reports none)."""
 
     name: str
     rows: list[dict[str, str]]
     params: list[dict[str, str]]
     stale: list[str]
+    metrics: Metrics | None = None
 
 
 def _read_csv(path: Path, experiment: str) -> list[dict[str, str]]:
@@ -71,13 +74,11 @@ def _spelled(value: Any) -> str:
     return paths.format_value(_value(value) if isinstance(value, str) else value)
 
 
-def _train_params(experiment: str, runs: Sequence[Mapping[str, str]]) -> dict[str, Any]:
-    """The experiment's training parameters, from the record of its first run."""
-    if not runs:
-        return {}
+def _first_record(experiment: str, runs: Sequence[Mapping[str, str]]) -> provenance.Provenance:
+    """The record of the experiment's first run, which holds its parameters and task."""
     record_path = Path(paths.run_file(experiment, runs[0]["run"], paths.PROVENANCE))
     try:
-        return dict(provenance.read(record_path).config.train)
+        return provenance.read(record_path)
     except FileNotFoundError:
         raise CompareError(
             f"{record_path} is missing; the summary names a run that is gone: "
@@ -85,6 +86,14 @@ def _train_params(experiment: str, runs: Sequence[Mapping[str, str]]) -> dict[st
         ) from None
     except provenance.ProvenanceError as err:
         raise CompareError(str(err)) from None
+
+
+def _task_metrics(record: provenance.Provenance) -> Metrics:
+    """The metrics the run's task declares, read from its file as planning reads it."""
+    try:
+        return spec.read(record.task).metrics
+    except spec.TaskError as err:
+        raise CompareError(f"run {record.run}: {err}") from None
 
 
 def staleness(experiment: str, summary: Path, runs: Sequence[Mapping[str, str]]) -> list[str]:
@@ -131,7 +140,8 @@ def load(experiment: str, runs_only: bool) -> Experiment:
         )
     runs = _read_csv(Path(paths.summary_file(experiment, "runs.csv")), experiment)
     table = runs if runs_only else _read_csv(summary, experiment)
-    train = _train_params(experiment, runs)
+    record = _first_record(experiment, runs) if runs else None
+    train = dict(record.config.train) if record else {}
     first = [*COUNTS, "status"]
     params = []
     for row in table:
@@ -139,7 +149,41 @@ def load(experiment: str, runs_only: bool) -> Experiment:
         stop = next(i for i, name in enumerate(columns) if name in first)
         axes = {key: row[key] for key in columns[1 if runs_only else 0 : stop]}
         params.append({key: _spelled(value) for key, value in {**train, **axes}.items()})
-    return Experiment(experiment, table, params, staleness(experiment, summary, runs))
+    return Experiment(
+        experiment,
+        table,
+        params,
+        staleness(experiment, summary, runs),
+        _task_metrics(record) if record else None,
+    )
+
+
+def chosen_metrics(
+    experiments: Sequence[Experiment], asked: Sequence[str], sort: str | None
+) -> tuple[list[str], int]:
+    """The metrics to show (`asked`, or the headline's test and validation columns of the
+    first experiment with runs) and the sign that ranks `sort` best first (+1 where higher
+    is better); CompareError for a metric an experiment does not report, or a sort metric
+    the experiments' tasks rank in opposite directions."""
+    tables = [(exp.name, exp.metrics) for exp in experiments if exp.metrics is not None]
+    if not asked:
+        asked = [tables[0][1].column("test"), tables[0][1].column("val")] if tables else []
+    for metric in [*asked, *([sort] if sort else [])]:
+        for name, metrics in tables:
+            if metric not in metrics.run_keys():
+                raise CompareError(
+                    f"{metric}: experiment {name} reports no such metric; "
+                    f"its metrics: {', '.join(metrics.run_keys())}"
+                )
+    if sort is None:
+        return list(asked), 1
+    signs = {metrics.sign(sort) for _, metrics in tables}
+    if len(signs) > 1:
+        raise CompareError(
+            f"--sort {sort}: the experiments' tasks disagree on which way it is better; "
+            "compare them apart"
+        )
+    return list(asked), signs.pop() if signs else 1
 
 
 def _matches(params: Mapping[str, str], where: Sequence[tuple[str, str]]) -> bool:
@@ -186,9 +230,12 @@ def build(
     all_params: bool,
     where: Sequence[tuple[str, str]],
     sort: str | None,
+    sign: int = 1,
 ) -> Table:
     """The comparison: one row per setting (or run), the parameters that differ (all with
-    `all_params`), each metric's mean ± sd and 95% interval (its value for runs), counts."""
+    `all_params`), each metric's mean ± sd and 95% interval (its value for runs), counts.
+    Rows sorted by `sort` come best first: `sign` is +1 where higher is better, -1 where
+    lower is (`chosen_metrics` gives it)."""
     entries = [
         (exp.name, row, params)
         for exp in experiments
@@ -204,8 +251,7 @@ def build(
         keys = [k for k in keys if len({params.get(k, "") for _, _, params in entries}) > 1]
     if sort is not None:
         column = sort if runs_only else f"{sort}_mean"
-        sign = 1 if sort.endswith("loss") else -1
-        entries.sort(key=lambda e: (math.isnan(_num(e[1][column])), sign * _num(e[1][column])))
+        entries.sort(key=lambda e: (math.isnan(_num(e[1][column])), -sign * _num(e[1][column])))
     header = ["experiment", *(["run"] if runs_only else []), *keys]
     number_header = list(header)
     if runs_only:
@@ -242,12 +288,6 @@ def build(
     return Table(header, rows, numbers, number_header)
 
 
-def _latex_escape(text: str) -> str:
-    for char in "\\&%$#_{}":
-        text = text.replace(char, "\\" + char)
-    return text.replace("±", "$\\pm$")
-
-
 def formatted(table: Table, form: str) -> str:
     """The table as csv (numbers in full), markdown or LaTeX text."""
     if form == "csv":
@@ -259,10 +299,14 @@ def formatted(table: Table, form: str) -> str:
     if form == "markdown":
         lines = [table.header, ["---"] * len(table.header), *table.rows]
         return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
-    spec = "l" * len(table.header)
-    body = [" & ".join(map(_latex_escape, cells)) + " \\\\" for cells in table.rows]
-    head = " & ".join(map(_latex_escape, table.header)) + " \\\\"
-    lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule", head, "\\midrule", *body]
+    # The report's escape, imported here alone: reprogrid.reporting needs pandas, which
+    # every other format of `compare` starts without.
+    from reprogrid.reporting import latex_escape
+
+    columns = "l" * len(table.header)
+    body = [" & ".join(map(latex_escape, cells)) + " \\\\" for cells in table.rows]
+    head = " & ".join(map(latex_escape, table.header)) + " \\\\"
+    lines = [f"\\begin{{tabular}}{{{columns}}}", "\\toprule", head, "\\midrule", *body]
     return "\n".join([*lines, "\\bottomrule", "\\end{tabular}"]) + "\n"
 
 
@@ -281,10 +325,10 @@ def rich_table(table: Table):
 
 def main(args: argparse.Namespace) -> int:
     """`reprogrid compare`: print the table; stale summaries are named on stderr."""
-    metrics = args.metric or list(DEFAULT_METRICS)
     try:
         where = parse_where(args.where or [])
         experiments = [load(name, args.runs) for name in dict.fromkeys(args.experiments)]
+        metrics, sign = chosen_metrics(experiments, args.metric or [], args.sort)
         table = build(
             experiments,
             metrics,
@@ -292,6 +336,7 @@ def main(args: argparse.Namespace) -> int:
             all_params=args.all_params,
             where=where,
             sort=args.sort,
+            sign=sign,
         )
     except CompareError as err:
         print(f"reprogrid: {err}", file=sys.stderr)
@@ -325,10 +370,15 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "--metric",
         action="append",
-        choices=METRICS,
-        help=f"a metric to show (repeatable; default: {', '.join(DEFAULT_METRICS)})",
+        metavar="SPLIT_METRIC",
+        help="a metric to show: val_ or test_ and a name of the task's METRICS "
+        "(repeatable; default: the first metric's test_ and val_)",
     )
-    parser.add_argument("--sort", choices=METRICS, help="best first by this metric's mean")
+    parser.add_argument(
+        "--sort",
+        metavar="SPLIT_METRIC",
+        help="best first by this metric's mean, in the direction the task declares",
+    )
     parser.add_argument(
         "--where", action="append", metavar="KEY=VALUE", help="keep rows whose KEY is VALUE"
     )

@@ -33,6 +33,7 @@ from reprogrid.config_errors import (
 from reprogrid.grid import sampled_values
 from reprogrid.search import KINDS, SIGNIFICANT, SearchError
 from reprogrid.split import validation_count
+from reprogrid.tasks import spec as taskspec
 
 # The axes every point runs with, each value: listed under grid, never sampled.
 GRID_ONLY = {
@@ -128,12 +129,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_schema(path: str | Path) -> dict[str, Any]:
-    """The config schema, with the registries' names filled in, and `grid` and
+def load_schema(path: str | Path, task: taskspec.TaskSpec | None = None) -> dict[str, Any]:
+    """The config schema for `task` (default: the built-in default task), with what depends
+    on the task filled in (`for_task`) and the data sets' names, and `grid` and
     `search.space` derived from `train`."""
     schema = load_yaml(path)
+    schema["x-file"] = str(path)
+    task = task or taskspec.read(taskspec.DEFAULT)
+    _fill_task(schema, task)
     train = schema["properties"]["train"]["properties"]
-    train["arch"]["enum"] = sorted(catalog.ARCHITECTURES)
     schema["properties"]["data"]["properties"]["dataset"]["enum"] = sorted(catalog.DATASETS)
     grid = schema["properties"]["grid"]
     grid["additionalProperties"] = False
@@ -161,6 +165,44 @@ def load_schema(path: str | Path) -> dict[str, Any]:
         for key, spec in train.items()
     }
     return schema
+
+
+def for_task(schema: Mapping[str, Any], task: taskspec.TaskSpec) -> dict[str, Any]:
+    """The schema `load_schema` made, made again for `task`."""
+    return load_schema(schema["x-file"], task)
+
+
+def _fill_task(schema: dict[str, Any], task: taskspec.TaskSpec) -> None:
+    """Give the schema the task's parameters (as `train` keys typed by their defaults), its
+    architecture names and its metrics as the values of the metric keys."""
+    properties = schema["properties"]
+    train = properties["train"]["properties"]
+    for key, default in task.params.items():
+        if key in train:
+            raise ConfigError(
+                f"config key task: task file {task.name} declares PARAMS key {key!r}, which is "
+                f"reprogrid's train.{key}; rename the parameter"
+            )
+        train[key] = {
+            "type": taskspec.PARAM_TYPES[type(default)],
+            "default": default,
+            "description": f"A parameter of task {task.name} (its PARAMS).",
+        }
+    if task.archs is not None:
+        train["arch"]["enum"] = list(task.archs)
+    else:
+        train["arch"]["pattern"] = rf"^{taskspec.ARCH_NAME.pattern}\Z"
+        train["arch"]["maxLength"] = taskspec.ARCH_LENGTH
+    # null (the schema file's default) stands for the task's first metric: the schema made
+    # for the task says which, so every default a job or a notebook reads is concrete.
+    slots = [
+        (train["select_metric"], "val"),
+        (properties["halving"]["properties"]["metric"], "val"),
+        (properties["analysis"]["properties"]["criterion"]["properties"]["metric"], "test"),
+    ]
+    for spec, split in slots:
+        spec["enum"] = [None, *task.metrics.columns(split)]
+        spec["default"] = task.metrics.column(split)
 
 
 def _without_default(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -201,10 +243,13 @@ def retype_cli(values: Any) -> Any:
 
 
 class Resolution(NamedTuple):
-    """A resolved configuration, and which layer set each key it holds."""
+    """A resolved configuration, which layer set each key it holds, the task it runs and
+    the schema made for that task (`load_schema`)."""
 
     config: dict[str, Any]
     sources: dict[tuple[str, ...], str]
+    task: taskspec.TaskSpec | None = None
+    schema: dict[str, Any] | None = None
 
     def source(self, *key: str) -> str:
         """The layer that set `key` (a path such as ("train", "epochs")), for messages."""
@@ -241,6 +286,9 @@ def resolve_with_sources(
     overrides = ("--config", retype_cli(dict(cli_values or {})))
 
     experiment, named_by = _experiment_name([base, *files, overrides], schema)
+    task = _task([base, *files, overrides], experiments_dir, experiment)
+    if task.name != taskspec.DEFAULT:
+        schema = for_task(schema, task)
     layers = [base]
     experiment_file = Path(experiments_dir) / f"{experiment}.yaml"
     if experiment_file.is_file():
@@ -252,9 +300,9 @@ def resolve_with_sources(
 
     config: dict[str, Any] = {}
     sources: dict[tuple[str, ...], str] = {}
-    for source, layer in layers:
+    for index, (source, layer) in enumerate(layers):
         layer = _coerce(layer, schema)
-        check_layer(layer, schema, source)
+        check_layer(layer, schema, source, _leaves(layers[index + 1 :]))
         config = merge(_without_replaced(config, sources, layer), layer)
         _record_sources(layer, shown(source), sources)
     validate(config, schema)
@@ -263,10 +311,49 @@ def resolve_with_sources(
         config = _debug_version(config)
         for key in _DEBUG_FORCED:
             sources["train", key] = "debug mode"
-    resolution = Resolution(config, sources)
+    resolution = _with_task_metrics(Resolution(config, sources, task, schema))
     check_search(resolution, schema)
     check_semantics(resolution)
     return _with_halving_horizon(resolution)
+
+
+def _task(
+    layers: list[tuple[str, Mapping[str, Any]]], experiments_dir: str | Path, experiment: str
+) -> taskspec.TaskSpec:
+    """The task the layers name (the experiment's file among them), its file read."""
+    source, name = "the schema's default", taskspec.DEFAULT
+    experiment_file = Path(experiments_dir) / f"{experiment}.yaml"
+    named = [*layers[:1]]
+    if experiment_file.is_file():
+        named.append((str(experiment_file), load_yaml(experiment_file)))
+    for where, layer in [*named, *layers[1:]]:
+        if "task" in layer:
+            source, name = shown(where), layer["task"]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(
+            f"config key task (set by {source}): {name!r} is no task; name a built-in task "
+            f"({', '.join(taskspec.builtin_names())}) or a task file such as tasks/mine.py"
+        )
+    try:
+        return taskspec.read(name)
+    except taskspec.TaskError as error:
+        raise ConfigError(f"config key task (set by {source}): {error}") from None
+
+
+def _with_task_metrics(resolution: Resolution) -> Resolution:
+    """The metric keys left null set to the task's first metric, on the split each reads."""
+    config, sources = copy.deepcopy(resolution.config), dict(resolution.sources)
+    metrics = resolution.task.metrics
+    origin = f"the first of the METRICS of task {resolution.task.name}"
+    slots = [(config["train"], ("train", "select_metric"), "val")]
+    slots.append((config["halving"], ("halving", "metric"), "val"))
+    if config["analysis"]["criterion"]:
+        slots.append((config["analysis"]["criterion"], ("analysis", "criterion", "metric"), "test"))
+    for holder, key, split in slots:
+        if holder.get(key[-1]) is None:
+            holder[key[-1]] = metrics.column(split)
+            sources[key] = origin
+    return resolution._replace(config=config, sources=sources)
 
 
 def _with_halving_horizon(resolution: Resolution) -> Resolution:
@@ -278,7 +365,9 @@ def _with_halving_horizon(resolution: Resolution) -> Resolution:
     config = copy.deepcopy(resolution.config)
     config["train"]["epochs"] = halving["max_epochs"]
     origin = f"halving.max_epochs (set by {resolution.source('halving', 'max_epochs')})"
-    return Resolution(config, {**resolution.sources, ("train", "epochs"): origin})
+    return resolution._replace(
+        config=config, sources={**resolution.sources, ("train", "epochs"): origin}
+    )
 
 
 def _without_replaced(
@@ -420,13 +509,42 @@ def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
 _EXPONENT_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
 
 
-def check_layer(layer: Mapping[str, Any], schema: Mapping[str, Any], source: str) -> None:
+def _leaves(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> set[tuple[Any, ...]]:
+    """The key paths `layers` set a value at (a mapping's keys, not the mapping itself)."""
+    found: set[tuple[Any, ...]] = set()
+
+    def walk(values: Mapping[str, Any], path: tuple[Any, ...]) -> None:
+        for key, value in values.items():
+            if isinstance(value, Mapping) and value:
+                walk(value, (*path, key))
+            else:
+                found.add((*path, key))
+
+    for _, layer in layers:
+        walk(layer, ())
+    return found
+
+
+def check_layer(
+    layer: Mapping[str, Any],
+    schema: Mapping[str, Any],
+    source: str,
+    replaced: set[tuple[Any, ...]] = frozenset(),
+) -> None:
     """Refuse a bad key or value in one layer, naming the layer (`source`) that set it.
 
-    Layers are partial, so keys the schema requires are checked only on the merged config.
+    Layers are partial, so keys the schema requires are checked only on the merged config,
+    and so is a value a later layer replaces (`replaced`, key paths): config/config.yaml's
+    architectures need not be those of the task an experiment file names, when the file
+    lists its own.
     """
     validator = jsonschema.Draft202012Validator(schema)
-    errors = [error for error in validator.iter_errors(layer) if error.validator != "required"]
+    errors = [
+        error
+        for error in validator.iter_errors(layer)
+        if error.validator != "required"
+        and not any(tuple(error.absolute_path)[: len(path)] == path for path in replaced)
+    ]
     if errors:
         raise ConfigError(describe(first_error(errors), shown(source)))
 
@@ -569,8 +687,11 @@ def check_semantics(resolution: Resolution) -> None:
     """Checks a schema cannot express: files that must exist, names that must agree, and
     sizes that must fit the data set."""
     config = resolution.config
-    _check_raw_dir(config["data"]["raw_dir"], resolution.source("data", "raw_dir"))
-    _check_split(resolution)
+    if is_idx_task(resolution):
+        _check_raw_dir(config["data"]["raw_dir"], resolution.source("data", "raw_dir"))
+        _check_split(resolution)
+    else:
+        _check_raw_path(config["data"]["raw_dir"], resolution.source("data", "raw_dir"))
     _check_schedule_fits_optimizer(resolution)
     _check_halving(resolution)
     criterion = config["analysis"]["criterion"]
@@ -633,6 +754,22 @@ def _check_halving(resolution: Resolution) -> None:
             "halving every run trains for halving.max_epochs; remove grid.epochs, or set "
             "halving.enabled to false"
         )
+
+
+def is_idx_task(resolution: Resolution) -> bool:
+    """Whether the runs answer the built-in IDX task, whose data set `data.dataset` names."""
+    return resolution.task is None or resolution.task.name == taskspec.DEFAULT
+
+
+def _check_raw_path(raw: str | None, source: str) -> None:
+    """What a task's `load` reads exists: a folder or a file (or nothing, for null)."""
+    if raw is None or Path(raw).exists():
+        return
+    hint = " ('~' is not expanded: write the full path)" if raw.startswith("~") else ""
+    raise ConfigError(
+        f"config key data.raw_dir (set by {source}): {raw} does not exist{hint}; point it at "
+        "the folder or file the task's load reads, or set it to null"
+    )
 
 
 def _check_raw_dir(raw_dir: str | None, source: str) -> None:

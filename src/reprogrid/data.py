@@ -1,9 +1,10 @@
-"""The four IDX files of a 28x28 data set: fetch, check, and prepare once for every run.
+"""Prepared data: a task's `load` run once, its tensors written for every training job.
 
-`prepare` reads the raw files (downloaded by torchvision or copied into a folder), checks
-that they are the data set they are named as (`rawfiles.check`), checks every header and
-label, and writes one compact file of uint8 tensors that a training job loads,
-memory-mapped, in milliseconds.
+`prepare` runs the task's `load` on the raw files and writes one safetensors file that a
+training job loads, memory-mapped, in milliseconds. For the built-in IDX task it first
+checks that the files are the data set they are named as (`rawfiles.check`); `read_idx`
+and `check_split` read and check IDX files (downloaded by torchvision or copied into a
+folder) for that task.
 """
 
 from __future__ import annotations
@@ -11,18 +12,23 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib
+import json
 import math
 import struct
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from reprogrid import atomic, catalog, checkpoint, rawfiles
+from reprogrid import atomic, catalog, rawfiles
 from reprogrid.rawfiles import DataError
 from reprogrid.split import validation_count
+
+if TYPE_CHECKING:
+    from reprogrid.tasks.runtime import Task
 
 IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
@@ -118,56 +124,71 @@ def download(dataset: str, root: str | Path) -> Path:
 
 
 def prepare(
-    dataset: str, raw_dir: str | Path, out_file: str | Path, verify: bool = True
+    task: Task,
+    raw: str | Path | None,
+    out_file: str | Path,
+    *,
+    dataset: str | None = None,
+    verify: bool = True,
 ) -> dict[str, Any]:
-    """Check the raw files and write the prepared tensors; return the checks' record.
+    """Run the task's `load` on `raw` and write what it returned; the record of the checks.
 
-    `verify` refuses files other than `dataset`'s published ones (see `rawfiles.check`).
+    For the built-in IDX task, `dataset` names the data set whose published files the raw
+    files must be (`rawfiles.check`, with `verify`). The tensors are written in the
+    safetensors format, which holds data and no code, beside the facts `load` returned.
     """
-    spec = catalog.DATASETS[dataset]
-    files = rawfiles.inspect(raw_dir)
-    verified = rawfiles.check(dataset, files, verify)
-    arrays = {}
-    for split in ("train", "test"):
-        image_file, label_file = files[f"{split}_images"].path, files[f"{split}_labels"].path
-        images = read_idx(image_file, IMAGE_MAGIC)
-        labels = read_idx(label_file, LABEL_MAGIC)
-        check_split(images, labels, spec.num_classes, (image_file, label_file))
-        arrays[split] = (images, labels)
-
-    train_images = arrays["train"][0].astype(np.float64) / 255.0
-    record = {
-        "dataset": dataset,
-        "num_classes": spec.num_classes,
-        "verify": verify,
-        "verified": verified,
-        "raw_files": {role: str(file.path) for role, file in files.items()},
-        "raw_sha256": {file.path.name: file.sha256 for file in files.values()},
-        "counts": {split: int(arrays[split][0].shape[0]) for split in arrays},
-        "canonical_counts": (
-            arrays["train"][0].shape[0] == spec.train_count
-            and arrays["test"][0].shape[0] == spec.test_count
-        ),
-        "mean": float(train_images.mean()),
-        "std": float(train_images.std()),
-    }
-    payload = {
-        "train_images": torch.from_numpy(arrays["train"][0].copy()),
-        "train_labels": torch.from_numpy(arrays["train"][1].astype(np.int64)),
-        "test_images": torch.from_numpy(arrays["test"][0].copy()),
-        "test_labels": torch.from_numpy(arrays["test"][1].astype(np.int64)),
-        "mean": record["mean"],
-        "std": record["std"],
-        "num_classes": spec.num_classes,
-    }
-    atomic.write_bytes(out_file, checkpoint.to_bytes(payload))
+    record: dict[str, Any] = {"task": task.spec.name}
+    if dataset is not None:
+        files = rawfiles.inspect(raw)
+        record.update(
+            dataset=dataset,
+            verify=verify,
+            verified=rawfiles.check(dataset, files, verify),
+            raw_files={role: str(file.path) for role, file in files.items()},
+            raw_sha256={file.path.name: file.sha256 for file in files.values()},
+        )
+    elif raw is not None:
+        record["raw_sha256"] = rawfiles.digests_of(raw, rawfiles.folder_files(raw))
+    tensors, facts = task.load(None if raw is None else str(raw))
+    record["counts"] = {split: int(tensors[f"{split}_x"].shape[0]) for split in ("train", "test")}
+    if dataset is not None:
+        spec = catalog.DATASETS[dataset]
+        record["canonical_counts"] = record["counts"] == {
+            "train": spec.train_count,
+            "test": spec.test_count,
+        }
+    record["facts"] = facts
+    atomic.write_bytes(out_file, write_tensors(tensors, facts))
     record["prepared_sha256"] = sha256(out_file)
     return record
 
 
+# The safetensors metadata entry that holds the facts `load` returned, as JSON.
+FACTS_KEY = "reprogrid.facts"
+
+
+def write_tensors(tensors: Mapping[str, torch.Tensor], facts: Mapping[str, Any]) -> bytes:
+    """Tensors and plain facts as the bytes of a safetensors file (no pickle, no code)."""
+    from safetensors.torch import save
+
+    return save(dict(tensors), metadata={FACTS_KEY: json.dumps(dict(facts), sort_keys=True)})
+
+
 def load_prepared(path: str | Path) -> dict[str, Any]:
-    """The prepared tensors, memory-mapped (a few milliseconds for 70,000 images)."""
-    return torch.load(path, mmap=True, weights_only=True)
+    """The prepared tensors, memory-mapped, with the facts `load` returned beside them."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            facts = json.loads((handle.metadata() or {}).get(FACTS_KEY, "{}"))
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except Exception as error:
+        # Whatever the file holds, it is not prepared data of ours: say so in one line.
+        raise DataError(
+            f"{path}: is not prepared data ({type(error).__name__}: {error}); delete it and "
+            "run snakemake again to prepare the data anew"
+        ) from None
+    return {**facts, **tensors}
 
 
 def split_train_val(

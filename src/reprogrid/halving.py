@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from reprogrid import paths
+from reprogrid.tasks.spec import Metrics
 
 # What a rung's decision table holds, one row per setting that entered the rung.
 DECISION_COLUMNS = ("rung", "epochs", "arch", "point", "seeds", "metric", "kept")
-
-# The metrics a decision may rank by: validation only, the test split never decides.
-METRICS = ("val_acc", "val_loss")
 
 
 def rung_epochs(min_epochs: int, max_epochs: int, eta: int) -> list[int]:
@@ -57,20 +55,21 @@ def arch_of(setting: str) -> str:
     return paths.parse_run_id(setting)["arch"]
 
 
-def _better(metric: str) -> int:
-    """+1 where higher is better (accuracy), -1 where lower is (loss)."""
-    return -1 if metric.endswith("loss") else 1
-
-
 def decide(
-    rung: int, epochs: int, results: Mapping[str, float | None], eta: int, metric: str
+    rung: int,
+    epochs: int,
+    results: Mapping[str, float | None],
+    eta: int,
+    metrics: Metrics,
+    metric: str,
 ) -> list[dict[str, Any]]:
     """One rung's decision: every setting that entered it, its score, and whether it goes on.
 
     `results` maps each run of the rung to its `metric` at the rung (None when the run
-    diverged). Settings compete within their architecture; a setting with a diverged seed
-    scores nothing and ranks last; ties go to the setting named first, so the decision is
-    a function of the results alone.
+    diverged), ranked in the direction the task's `metrics` declare. Settings compete
+    within their architecture; a setting with a diverged seed scores nothing and ranks
+    last; ties go to the setting named first, so the decision is a function of the results
+    alone.
     """
     seeds: dict[str, list[float | None]] = {}
     for run in sorted(results):
@@ -82,7 +81,7 @@ def decide(
     brackets: dict[str, list[str]] = {}
     for setting in sorted(scores):
         brackets.setdefault(arch_of(setting), []).append(setting)
-    sign = _better(metric)
+    sign = metrics.sign(metric)
     rows = []
     for arch, settings in sorted(brackets.items()):
         ranked = sorted(
@@ -144,23 +143,23 @@ def kept_runs(decision: Sequence[Mapping[str, Any]], runs: Iterable[str]) -> lis
 
 
 def rung_metrics(
-    history: Sequence[Mapping[str, Any]], epochs: int, select_metric: str, status: str
+    history: Sequence[Mapping[str, Any]],
+    epochs: int,
+    select_metric: str,
+    status: str,
+    metrics: Metrics,
 ) -> dict[str, Any]:
     """What a run would report had it been trained for `epochs` epochs only.
 
-    The kept epoch is the best of the first `epochs` by `select_metric`, the first of equals,
-    as training keeps it; a diverged run reports no metrics.
+    The kept epoch is the best of the first `epochs` by `select_metric`, as training keeps
+    it (`Metrics.best_row`); a diverged run reports no metrics.
     """
     rows = list(history[:epochs])
-    sign = _better(select_metric)
-    best = None
-    for row in rows:
-        if best is None or sign * (row[select_metric] - best[select_metric]) > 0:
-            best = row
+    best = metrics.best_row(rows, select_metric)
     chosen = best if status == "ok" and best is not None else {}
     return {
         "status": status,
-        **{key: chosen.get(key) for key in ("test_acc", "test_loss", "val_acc", "val_loss")},
+        **{key: chosen.get(key) for key in metrics.run_keys()},
         "best_epoch": chosen.get("epoch"),
         "epochs_run": len(rows),
     }

@@ -16,7 +16,7 @@ LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ ([A-Z]+) (.*)")
 ATTEMPT_LINE = "run %s on %s with %d thread(s)"
 ATTEMPT = re.compile(r"run \S+ on \S+ with \d+ thread")
 # One line per epoch: epoch k of N, its metrics, its wall seconds and the run's ETA.
-EPOCH_LINE = "epoch %d/%d: train_loss %.4f val_acc %.4f test_acc %.4f (%.1f s, run ETA %s)"
+EPOCH_LINE = "epoch %d/%d: train_loss %.4f %s (%.1f s, run ETA %s)"
 EPOCH = re.compile(r"epoch (\d+)/(\d+): train_loss .* \((\d+\.\d) s, run ETA")
 # Progress within an epoch longer than `training.PROGRESS_SECONDS`.
 PROGRESS_LINE = "epoch %d/%d: batch %d/%d (%.0f s, epoch ETA %s)"

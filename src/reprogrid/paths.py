@@ -45,7 +45,7 @@ REPORT_TABLES = {
 RUN_FIGURES = "runs"
 
 # A run id is a chain of `key=value` folders; the regex lets Snakemake match it as one wildcard.
-RUN_ID_REGEX = r"arch=[^/]+/lr=[^/]+(?:/[a-z_]+=[^/]+)*/seed=[0-9]+"
+RUN_ID_REGEX = r"arch=[^/]+/lr=[^/]+(?:/[a-z_][a-z0-9_]*=[^/]+)*/seed=[0-9]+"
 
 
 def format_value(value: Any) -> str:
@@ -140,7 +140,7 @@ def prepared_dir(dataset: str, key: str) -> str:
 
 
 def prepared_data(dataset: str, key: str) -> str:
-    return f"{prepared_dir(dataset, key)}/prepared.pt"
+    return f"{prepared_dir(dataset, key)}/prepared.safetensors"
 
 
 def data_checks(dataset: str, key: str) -> str:

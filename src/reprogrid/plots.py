@@ -18,8 +18,7 @@ import pandas as pd
 import seaborn as sns
 
 from reprogrid import atomic
-
-CURVE_METRICS = {"val_acc": "validation accuracy", "train_loss": "training loss"}
+from reprogrid.tasks.spec import Metrics
 
 
 def _setting_label(frame: pd.DataFrame, axes: Sequence[str]) -> pd.Series:
@@ -34,17 +33,19 @@ def _setting_label(frame: pd.DataFrame, axes: Sequence[str]) -> pd.Series:
     )
 
 
-def learning_curves(histories: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
-    """Validation accuracy and training loss per epoch: mean over seeds with a ±1 sd band."""
+def learning_curves(histories: pd.DataFrame, axes: Sequence[str], metrics: Metrics) -> plt.Figure:
+    """Every metric per epoch, a panel each on validation (first row) and test (second), and
+    the training loss: mean over seeds with a ±1 sd band, titled by name and direction."""
     frame = histories.copy()
     frame["setting"] = _setting_label(frame, axes)
+    columns = [*metrics.columns("val", "test"), "train_loss"]
     long = frame.melt(
         id_vars=["arch", "setting", "seed", "epoch"],
-        value_vars=list(CURVE_METRICS),
+        value_vars=columns,
         var_name="metric",
         value_name="value",
     )
-    long["metric"] = long["metric"].map(CURVE_METRICS)
+    long["metric"] = long["metric"].map({column: metrics.label(column) for column in columns})
     grid = sns.relplot(
         data=long,
         x="epoch",
@@ -52,6 +53,8 @@ def learning_curves(histories: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
         hue="arch",
         style="setting",
         col="metric",
+        col_order=[metrics.label(column) for column in columns],
+        col_wrap=len(metrics.names),
         kind="line",
         errorbar="sd",
         markers=True,
@@ -67,49 +70,55 @@ def learning_curves(histories: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
     return grid.figure
 
 
-def accuracy_heatmap(summary: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
-    """Mean test accuracy of every setting: architectures by rows, learning rates by columns;
-    where no two rows share a learning rate (sampled ones), settings by rows and
-    architectures by columns."""
+def metric_heatmap(
+    summary: pd.DataFrame, axes: Sequence[str], metrics: Metrics, metric: str
+) -> plt.Figure:
+    """Mean `metric` (a test column) of every setting: architectures by rows, learning
+    rates by columns; where no two rows share a learning rate (sampled ones), settings by
+    rows and architectures by columns. The brighter a cell, the better, either direction."""
     frame = summary.copy()
+    mean = f"{metric}_mean"
     others = [axis for axis in axes if axis not in ("arch", "lr")]
     frame["row"] = frame["arch"].astype(str)
     if others:
         frame["row"] += " " + _setting_label(frame[[*others, "arch"]], others)
-    table = frame.pivot_table(index="row", columns="lr", values="test_acc_mean")
+    table = frame.pivot_table(index="row", columns="lr", values=mean)
     labels = ("learning rate", "architecture")
     if table.shape[1] > 1 and (table.notna().sum(axis=1) == 1).all():
         # A column per learning rate would leave all but one cell of each row empty.
         frame["row"] = _setting_label(frame, axes)
-        table = frame.pivot_table(index="row", columns="arch", values="test_acc_mean")
+        table = frame.pivot_table(index="row", columns="arch", values=mean)
         labels = ("architecture", "setting")
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * table.shape[1], 1.2 + 0.6 * table.shape[0]))
     sns.heatmap(
-        table * 100,
+        table,
         annot=True,
-        fmt=".2f",
-        cmap="viridis",
+        fmt=".4g",
+        cmap="viridis" if metrics.direction(metric) == "max" else "viridis_r",
         ax=ax,
-        cbar_kws={"label": "test accuracy (%)"},
+        cbar_kws={"label": metrics.label(metric)},
     )
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     ax.tick_params(axis="y", rotation=0)
-    ax.set_title("Mean test accuracy over seeds (%)")
+    ax.set_title(f"Mean {metric} over seeds")
     fig.tight_layout()
     return fig
 
 
-def seed_spread(runs: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
-    """Test accuracy of every run, one point per seed, with a box per setting."""
+def seed_spread(
+    runs: pd.DataFrame, axes: Sequence[str], metrics: Metrics, metric: str
+) -> plt.Figure:
+    """`metric` (a test column) of every run, one point per seed, with a box per setting."""
     frame = runs[runs["status"] == "ok"].copy()
     frame["setting"] = _setting_label(frame, axes)
-    frame["test accuracy (%)"] = frame["test_acc"].astype(float) * 100
+    label = metrics.label(metric)
+    frame[label] = frame[metric].astype(float)
     fig, ax = plt.subplots(figsize=(1.5 + 1.2 * max(frame["setting"].nunique(), 1) * 1.5, 3.8))
     sns.boxplot(
         data=frame,
         x="setting",
-        y="test accuracy (%)",
+        y=label,
         hue="arch",
         ax=ax,
         fill=False,
@@ -119,7 +128,7 @@ def seed_spread(runs: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
     sns.stripplot(
         data=frame,
         x="setting",
-        y="test accuracy (%)",
+        y=label,
         hue="arch",
         ax=ax,
         dodge=True,
@@ -133,7 +142,7 @@ def seed_spread(runs: pd.DataFrame, axes: Sequence[str]) -> plt.Figure:
 
 
 def search_rungs(
-    rungs: pd.DataFrame, finished: pd.DataFrame, metric: str, max_epochs: int
+    rungs: pd.DataFrame, finished: pd.DataFrame, metrics: Metrics, metric: str, max_epochs: int
 ) -> plt.Figure:
     """Successive halving, one panel per architecture: each setting's mean `metric` over
     seeds at every rung it reached; settings stopped at a rung in grey, those trained to
@@ -143,15 +152,14 @@ def search_rungs(
     fig, panels = plt.subplots(
         1, len(archs), figsize=(4.2 * len(archs), 3.6), squeeze=False, sharey=True
     )
-    scale, unit = (100, " (%)") if metric.endswith("acc") else (1, "")
     ok = finished[finished["status"] == "ok"]
     final = ok.groupby(ok["run"].str.rsplit("/seed=", n=1).str[0])[metric].mean()
     for ax, arch in zip(panels[0], archs, strict=True):
         for point, trail in rungs[rungs["arch"] == arch].groupby("point", sort=True):
-            x, y = list(trail["epochs"]), list(trail["metric"] * scale)
+            x, y = list(trail["epochs"]), list(trail["metric"])
             if point in final.index:
                 x.append(max_epochs)
-                y.append(final[point] * scale)
+                y.append(final[point])
                 ax.plot(x, y, marker="o", linewidth=1.2, alpha=0.9)
             else:
                 ax.plot(x, y, marker="o", color="0.7", linewidth=0.8, alpha=0.6)
@@ -161,24 +169,26 @@ def search_rungs(
         ax.minorticks_off()
         ax.set_xlabel("epochs")
         ax.set_title(arch)
-    panels[0][0].set_ylabel(f"{metric.replace('_', ' ')}{unit}, mean over seeds")
+    panels[0][0].set_ylabel(f"{metrics.label(metric)}, mean over seeds")
     fig.suptitle("Successive halving: grey settings stopped at their rung", y=1.02)
     fig.tight_layout()
     return fig
 
 
-def run_curve(history: pd.DataFrame, title: str) -> plt.Figure:
-    """One run's accuracy and loss per epoch."""
-    fig, (acc, loss) = plt.subplots(1, 2, figsize=(8, 3))
-    for split in ("train", "val", "test"):
-        acc.plot(history["epoch"], history[f"{split}_acc"] * 100, marker="o", label=split)
-        loss.plot(history["epoch"], history[f"{split}_loss"], marker="o", label=split)
-    acc.set_ylabel("accuracy (%)")
-    loss.set_ylabel("loss")
-    for ax in (acc, loss):
+def run_curve(history: pd.DataFrame, title: str, metrics: Metrics) -> plt.Figure:
+    """One run's metrics per epoch, a panel each, on every split its history holds; the
+    training loss gets a panel of its own unless a metric is named `loss` and takes it in."""
+    names = metrics.names if "loss" in metrics.names else [*metrics.names, "loss"]
+    fig, panels = plt.subplots(1, len(names), figsize=(4 * len(names), 3), squeeze=False)
+    for ax, name in zip(panels[0], names, strict=True):
+        for split in ("train", "val", "test"):
+            column = f"{split}_{name}"
+            if column in history:
+                ax.plot(history["epoch"], history[column], marker="o", label=split)
+        ax.set_ylabel(name if name in metrics.names else "training loss")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    acc.legend()
+        ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     return fig

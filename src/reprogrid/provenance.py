@@ -103,6 +103,18 @@ def strip_credentials(url: str) -> str:
     return url
 
 
+def task_record(name: str, file: str | Path, fingerprint: str) -> dict[str, Any]:
+    """What a run records of its task (`TaskRecord`'s fields), the file's checkout read now."""
+    state = git_state(Path(file).parent)
+    return {
+        "name": name,
+        "file": str(file),
+        "fingerprint": fingerprint,
+        "commit": state["commit"],
+        "dirty": state["dirty"],
+    }
+
+
 def git_state(repo: str | Path) -> dict[str, Any]:
     """Commit, branch, dirty flag, remote, untracked sources and the uncommitted diff.
 
@@ -176,7 +188,7 @@ def environment_variables() -> dict[str, str]:
 
 
 # The shape of provenance.json; a record of another shape (an older reprogrid's) is refused.
-FORMAT = 2
+FORMAT = 3
 
 
 class ProvenanceError(ValueError):
@@ -190,9 +202,10 @@ class ProvenanceError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The data a run trained on, as configured: the config file's `data` section."""
+    """The data a run trained on, as configured: the config file's `data` section
+    (`dataset` names the IDX data set of the built-in IDX task, None for other tasks)."""
 
-    dataset: str
+    dataset: str | None
     raw_dir: str | None
     verify: bool
     val_fraction: float
@@ -208,9 +221,25 @@ class Resources:
 
 
 @dataclass(frozen=True)
-class Config:
-    """The resolved configuration of the run; `train` holds every training parameter."""
+class TaskRecord:
+    """The task the run answers: its name as the config gives it (a built-in task's name or
+    a task file's path), the file, the fingerprint of the file and all it imports, and the
+    commit and dirty flag of the git checkout holding the file (None outside one): a task of
+    a user's repository is pinned by that repository's commit, not reprogrid's."""
 
+    name: str
+    file: str
+    fingerprint: str
+    commit: str | None
+    dirty: bool | None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration of the run; `train` holds every training parameter, the
+    task's own among them."""
+
+    task: TaskRecord
     data: DataConfig
     train: dict[str, Any]
     resources: Resources
@@ -313,8 +342,12 @@ class Provenance:
         return self.config.resources.threads
 
     @property
-    def dataset(self) -> str:
+    def dataset(self) -> str | None:
         return self.config.data.dataset
+
+    @property
+    def task(self) -> str:
+        return self.config.task.name
 
     @property
     def deterministic(self) -> bool | None:
@@ -407,6 +440,7 @@ def build_record(
     machine: Mapping[str, Any],
     code: Mapping[str, Any],
     code_at_end: Mapping[str, Any],
+    task: Mapping[str, str],
     started: str,
     resumed_from_epoch: int | None,
     model_parameters: int,
@@ -416,16 +450,18 @@ def build_record(
 
     `checks` is the data step's record (checks.json); `machine` is `devices.describe`'s
     account of where it ran; `code` and `code_at_end` are
-    `git_state`s with the code `fingerprint` added, taken when the run started and ended.
+    `git_state`s with the code `fingerprint` added, taken when the run started and ended;
+    `task` names the task (`name`, `file`, `fingerprint`).
     """
     return Provenance(
         run=run,
         experiment=experiment,
         config=Config(
+            task=TaskRecord(**task),
             data=DataConfig(
-                dataset=checks["dataset"],
+                dataset=checks.get("dataset"),
                 raw_dir=checks["raw_dir"],
-                verify=checks["verify"],
+                verify=checks.get("verify", False),
                 val_fraction=split["val_fraction"],
                 split_seed=split["split_seed"],
             ),
@@ -433,7 +469,10 @@ def build_record(
             resources=Resources(threads=threads, gpu=gpus),
         ),
         code=_code(code, code_at_end),
-        data=Data(raw_sha256=dict(checks["raw_sha256"]), prepared_sha256=checks["prepared_sha256"]),
+        data=Data(
+            raw_sha256=dict(checks.get("raw_sha256", {})),
+            prepared_sha256=checks["prepared_sha256"],
+        ),
         machine=Machine(**machine),
         job=Job(
             started=started,
@@ -531,10 +570,29 @@ def _is(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+def _from_format_2(record: dict[str, Any]) -> dict[str, Any]:
+    """A record of format 2 (before tasks) as format 3 has it: every such run answered the
+    built-in IDX task, with the code its record names."""
+    config = record.get("config")
+    code = record.get("code")
+    if not (isinstance(config, dict) and isinstance(code, dict)):
+        return record
+    task = {
+        "name": "idx_classification",
+        "file": "src/reprogrid/tasks/builtin/idx_classification.py",
+        "fingerprint": code.get("fingerprint"),
+        "commit": code.get("commit"),
+        "dirty": code.get("dirty"),
+    }
+    return {**record, "format": FORMAT, "config": {"task": task, **config}}
+
+
 def from_dict(record: Any, path: str | Path = "provenance record") -> Provenance:
     """A parsed provenance.json as a `Provenance`; `ProvenanceError` names a bad field."""
     if not isinstance(record, dict):
         raise ProvenanceError(path, f"holds a JSON {type(record).__name__}, not an object")
+    if record.get("format") == 2:
+        record = _from_format_2(record)
     if record.get("format") != FORMAT:
         found = f"format {shown(record['format'])}" if "format" in record else "no `format`"
         raise ProvenanceError(

@@ -214,15 +214,53 @@ def check(dataset: str, files: Mapping[str, RawFile], verify: bool) -> bool:
     return not unknown
 
 
-def data_key(raw_dir: str, sha256: Mapping[str, str]) -> str:
+def data_key(raw_dir: str | None, sha256: Mapping[str, str], task: str | None = None) -> str:
     """The key of data prepared from `raw_dir` whose files have these sha256 (by file name).
 
     A digest of the folder as the config spells it and of each file's name and sha256: other
     files, or the same files in another folder, never share prepared data, so each run's
-    provenance names the very folder and bytes it was trained on.
+    provenance names the very folder and bytes it was trained on. A task other than the
+    built-in IDX one salts it with its name: two tasks never share what their `load` made.
     """
     listing = [raw_dir, *sorted(sha256.items())]
+    if task is not None:
+        listing.append(task)
     return "raw-" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:12]
+
+
+def folder_files(raw: str | Path) -> list[Path]:
+    """The files a task's `load` may read from `raw`: the file itself, or every file below
+    the folder (hidden ones left out), in name order."""
+    raw = Path(raw)
+    if raw.is_file():
+        return [raw]
+    return sorted(
+        path
+        for path in raw.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(raw).parts)
+    )
+
+
+def digests_of(raw: str | Path, files: list[Path], read=digest) -> dict[str, str]:
+    """The sha256 of each of `files`, by its path relative to `raw` (its name for a file)."""
+    raw = Path(raw)
+    base = raw.parent if raw.is_file() else raw
+    return {str(path.relative_to(base)): read(path).sha256 for path in files}
+
+
+def plan_task(task: str, raw: str | None, cache_file: str | Path) -> Plan:
+    """Digest the files under `raw` that a task's `load` reads, and key their prepared data.
+
+    Without raw files (`raw` None), `load` makes its data itself: the key is the task's. The
+    digests are kept in `cache_file`, as `plan` keeps them.
+    """
+    if raw is None:
+        return Plan(data_key(None, {}, task), [])
+    cache = DigestCache(cache_file)
+    files = folder_files(raw)
+    sha256 = digests_of(raw, files, cache.digest)
+    cache.save()
+    return Plan(data_key(raw, sha256, task), [str(path) for path in files])
 
 
 def plan(dataset: str, raw_dir: str | None, verify: bool, cache_file: str | Path) -> Plan:

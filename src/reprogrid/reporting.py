@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from reprogrid import paths, provenance, stats
+from reprogrid.tasks.spec import Metrics
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -44,45 +45,54 @@ def html_table(frame: pd.DataFrame, digits: int = 4) -> str:
 def _pm(mean: float, sd: float) -> str:
     if pd.isna(mean):
         return "-"
-    return f"{mean * 100:.2f} ± {sd * 100:.2f}" if not pd.isna(sd) else f"{mean * 100:.2f}"
+    return f"{mean:.4f} ± {sd:.4f}" if not pd.isna(sd) else f"{mean:.4f}"
 
 
-def _fixed(value: float) -> str:
-    return "-" if pd.isna(value) else f"{value:.2f}"
+def _fixed(value: float, digits: int = 2) -> str:
+    return "-" if pd.isna(value) else f"{value:.{digits}f}"
 
 
 def _interval(low: float, high: float) -> str:
-    return "-" if pd.isna(low) else f"[{low * 100:.2f}, {high * 100:.2f}]"
+    return "-" if pd.isna(low) else f"[{low:.4f}, {high:.4f}]"
 
 
-def summary_display(summary: pd.DataFrame, axes: Sequence[str], confidence: float) -> pd.DataFrame:
-    """The summary as a reader wants it: accuracy in percent, mean ± sd and the interval."""
+def summary_display(
+    summary: pd.DataFrame, axes: Sequence[str], confidence: float, metrics: Metrics
+) -> pd.DataFrame:
+    """The summary as a reader wants it: each metric the table holds as mean ± sd, labelled
+    by name and direction, validation first, and the interval of each test metric's mean.
+    The summary holds every metric; best.csv only the selection's and the comparison's."""
     ci = stats.interval_name(confidence)
     shown = summary[list(axes)].map(paths.format_value)
     shown["n"] = summary["n"]
     shown["diverged"] = summary["n_diverged"]
-    for metric, name in (("val_acc", "val acc (%)"), ("test_acc", "test acc (%)")):
-        shown[name] = [
+    present = [c for c in metrics.columns("val", "test") if f"{c}_mean" in summary]
+    for column in present:
+        shown[metrics.label(column)] = [
             _pm(m, s)
-            for m, s in zip(summary[f"{metric}_mean"], summary[f"{metric}_sd"], strict=True)
+            for m, s in zip(summary[f"{column}_mean"], summary[f"{column}_sd"], strict=True)
         ]
-    shown[f"test acc {round(confidence * 100)}% CI"] = [
-        _interval(lo, hi)
-        for lo, hi in zip(
-            summary[f"test_acc_{ci}_low"], summary[f"test_acc_{ci}_high"], strict=True
-        )
-    ]
+    for column in present:
+        if f"{column}_{ci}_low" in summary and column.startswith("test_"):
+            shown[f"{column} {round(confidence * 100)}% CI"] = [
+                _interval(lo, hi)
+                for lo, hi in zip(
+                    summary[f"{column}_{ci}_low"], summary[f"{column}_{ci}_high"], strict=True
+                )
+            ]
     return shown
 
 
-def comparisons_display(comparisons: pd.DataFrame, confidence: float) -> pd.DataFrame:
-    """Pairwise comparisons with differences in percentage points."""
+def comparisons_display(
+    comparisons: pd.DataFrame, confidence: float, metrics: Metrics, metric: str
+) -> pd.DataFrame:
+    """Pairwise comparisons on `metric`, the difference headed by its name and direction."""
     shown = pd.DataFrame(
         {
             "A": comparisons["arch_a"] + " (" + comparisons["setting_a"] + ")",
             "B": comparisons["arch_b"] + " (" + comparisons["setting_b"] + ")",
             "test": comparisons["test"],
-            "diff A-B (pts)": (comparisons["diff"] * 100).map(_fixed),
+            f"diff A-B in {metrics.label(metric)}": comparisons["diff"].map(lambda d: _fixed(d, 4)),
             f"{round(confidence * 100)}% CI": [
                 _interval(lo, hi)
                 for lo, hi in zip(comparisons["diff_low"], comparisons["diff_high"], strict=True)
@@ -98,23 +108,41 @@ def comparisons_display(comparisons: pd.DataFrame, confidence: float) -> pd.Data
 def latex_table(frame: pd.DataFrame, caption: str, label: str) -> str:
     """A booktabs LaTeX table (needs \\usepackage{booktabs})."""
     escaped = frame.copy()
-    escaped.columns = [_latex_escape(str(c)) for c in escaped.columns]
+    escaped.columns = [latex_escape(str(c)) for c in escaped.columns]
     for column in escaped.columns:
         escaped[column] = escaped[column].map(
-            lambda v: _latex_escape(str(v)) if not isinstance(v, float) else f"{v:g}"
+            lambda v: latex_escape(str(v)) if not isinstance(v, float) else f"{v:g}"
         )
     return escaped.style.hide(axis="index").to_latex(
         hrules=True,
-        caption=_latex_escape(caption),
+        caption=latex_escape(caption),
         label=label,
         position="htbp",
         position_float="centering",
     )
 
 
-def _latex_escape(text: str) -> str:
-    table = {"%": r"\%", "_": r"\_", "&": r"\&", "#": r"\#", "±": r"$\pm$"}
-    return "".join(table.get(ch, ch) for ch in text)
+# What each character LaTeX reads as markup becomes in text; ± is the one non-ASCII sign
+# the tables write.
+LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "$": r"\$",
+    "%": r"\%",
+    "&": r"\&",
+    "#": r"\#",
+    "_": r"\_",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """`text` as LaTeX typesets it literally; one pass, so no replacement is escaped again.
+    Every LaTeX table of reprogrid (the report's, `reprogrid compare`'s) escapes with it."""
+    return "".join(LATEX_ESCAPES.get(char, char) for char in text)
 
 
 def search_statement(conclusion: Mapping[str, Any]) -> str | None:

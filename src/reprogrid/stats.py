@@ -2,7 +2,8 @@
 
 Every function takes and returns plain DataFrames. Diverged runs are counted, never
 averaged in. Selection uses validation metrics only; test metrics are reported for what
-validation chose, so the comparison is free of test leakage.
+validation chose, so the comparison is free of test leakage. Which metrics there are, and
+which way each is better, the task's metric table (`Metrics`) says.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-METRICS = ("test_acc", "test_loss", "val_acc", "val_loss")
+from reprogrid.tasks.spec import Metrics
 
 
 def interval_name(confidence: float) -> str:
@@ -37,8 +38,16 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     return float(low), float(high)
 
 
-def summarise(runs: pd.DataFrame, axes: Sequence[str], confidence: float = 0.95) -> pd.DataFrame:
-    """One row per setting (every axis but the seed): counts, mean, sd and interval per metric."""
+def compared_metric(criterion: Mapping[str, Any] | None, metrics: Metrics) -> str:
+    """The test column the grid is compared on: the criterion's metric, else the headline's."""
+    return criterion["metric"] if criterion else metrics.column("test")
+
+
+def summarise(
+    runs: pd.DataFrame, axes: Sequence[str], metrics: Metrics, confidence: float = 0.95
+) -> pd.DataFrame:
+    """One row per setting (every axis but the seed): counts, then mean, sd and interval of
+    every metric a run reports (`metrics.run_keys()`)."""
     ci = interval_name(confidence)
     rows = []
     for key, group in runs.groupby(list(axes), sort=True, dropna=False):
@@ -48,7 +57,7 @@ def summarise(runs: pd.DataFrame, axes: Sequence[str], confidence: float = 0.95)
         row.update(
             n=len(ok), n_runs=len(group), n_diverged=int((group["status"] == "diverged").sum())
         )
-        for metric in METRICS:
+        for metric in metrics.run_keys():
             values = ok[metric].astype(float).to_numpy()
             row[f"{metric}_mean"] = float(values.mean()) if values.size else math.nan
             row[f"{metric}_sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
@@ -58,28 +67,35 @@ def summarise(runs: pd.DataFrame, axes: Sequence[str], confidence: float = 0.95)
     return pd.DataFrame(rows)
 
 
-def select_best(summary: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
-    """For each architecture, the setting with the highest mean validation accuracy.
+def select_best(
+    summary: pd.DataFrame, axes: Sequence[str], metrics: Metrics, select: str, report: str
+) -> pd.DataFrame:
+    """For each architecture, the setting with the best mean of `select` (a validation
+    column), in the direction the task declares for it; `report` (a test column) is the
+    metric whose means and intervals the table carries for the chosen settings.
 
     A setting that lost seeds (diverged or failed) is chosen only when no setting of its
     architecture kept all of them: its mean covers the seeds that survived, so it flatters
     an unstable setting. `complete` says whether every seed of the chosen setting finished;
-    `passed_over` names the settings with a higher mean that were skipped for lost seeds.
+    `passed_over` names the settings with a better mean that were skipped for lost seeds.
     """
+    mean = f"{select}_mean"
+    sign = metrics.sign(select)
     candidates = summary[summary["n"] > 0].assign(complete=lambda s: s["n"] == s["n_runs"])
     rows = []
     for _, group in candidates.groupby("arch", sort=True):
         pool = group[group["complete"]] if group["complete"].any() else group
-        chosen = pool.loc[pool["val_acc_mean"].idxmax()]
-        higher = group[(group["val_acc_mean"] > chosen["val_acc_mean"]) & ~group["complete"]]
+        # Signed so that the best is the largest, the first of equals, whatever the direction.
+        chosen = pool.loc[(sign * pool[mean]).idxmax()]
+        better = group[(sign * (group[mean] - chosen[mean]) > 0) & ~group["complete"]]
         passed = [
-            f"{_describe_setting(row, axes)} (mean val acc {row['val_acc_mean']:.4f}, "
+            f"{_describe_setting(row, axes)} (mean {select} {row[mean]:.4f}, "
             f"{row['n_runs'] - row['n']} of {row['n_runs']} seeds lost)"
-            for _, row in higher.iterrows()
+            for _, row in better.iterrows()
         ]
         rows.append({**chosen.to_dict(), "passed_over": "; ".join(passed)})
-    columns = [*axes, "n", "n_runs", "n_diverged", "complete", "val_acc_mean", "val_acc_sd"]
-    columns += [c for c in summary.columns if c.startswith("test_acc") and c not in columns]
+    columns = [*axes, "n", "n_runs", "n_diverged", "complete", mean, f"{select}_sd"]
+    columns += [c for c in summary.columns if c.startswith(f"{report}_") and c not in columns]
     return pd.DataFrame(rows, columns=[*columns, "passed_over"])
 
 
@@ -127,7 +143,7 @@ def _setting_runs(
 
 
 def compare_pair(a: pd.Series, b: pd.Series, confidence: float) -> dict[str, Any]:
-    """Compare two samples of test accuracy indexed by seed: paired where seeds are shared.
+    """Compare two samples of one metric indexed by seed: paired where seeds are shared.
 
     `a - b` is the reported difference. Paired: t-test on the per-seed differences, effect
     size d_z (mean difference over its sd). Unpaired: Welch's t-test, Cohen's d with the
@@ -186,18 +202,22 @@ def compare(
     runs: pd.DataFrame,
     best: pd.DataFrame,
     axes: Sequence[str],
+    metric: str,
     confidence: float = 0.95,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Every pair of architectures at their selected settings, with Holm-adjusted p-values."""
+    """Every pair of architectures at their selected settings compared on `metric` (a test
+    column, named in the table's `metric` column), with Holm-adjusted p-values; `diff` is
+    `mean_a - mean_b` whichever way the metric is better."""
     rows = []
     settings = {row["arch"]: row for _, row in best.iterrows()}
     for arch_a, arch_b in itertools.combinations(sorted(settings), 2):
         samples = {}
         for arch in (arch_a, arch_b):
             chosen = _setting_runs(runs, settings[arch], axes)
-            samples[arch] = chosen.set_index("seed")["test_acc"].astype(float)
+            samples[arch] = chosen.set_index("seed")[metric].astype(float)
         row = {
+            "metric": metric,
             "arch_a": arch_a,
             "arch_b": arch_b,
             "setting_a": _describe_setting(settings[arch_a], axes),
@@ -210,6 +230,7 @@ def compare(
         row.update(compare_pair(samples[arch_a], samples[arch_b], confidence))
         rows.append(row)
     columns = [
+        "metric",
         "arch_a",
         "arch_b",
         "setting_a",
@@ -239,15 +260,23 @@ def _describe_setting(row: Mapping[str, Any], axes: Sequence[str]) -> str:
 
 
 def evaluate_criterion(
-    comparisons: pd.DataFrame, criterion: Mapping[str, Any] | None, alpha: float
+    comparisons: pd.DataFrame,
+    criterion: Mapping[str, Any] | None,
+    alpha: float,
+    metrics: Metrics,
 ) -> dict[str, Any]:
-    """Whether the experiment's success criterion holds, with the numbers that decide it."""
+    """Whether the experiment's success criterion holds, with the numbers that decide it.
+
+    `better` must beat `worse` on the criterion's `metric` by at least `min_diff` in the
+    metric's own units and direction: for a lower-is-better metric, `better`'s mean must be
+    lower by `min_diff`. `diff` stays `better - worse`, as the comparisons report it.
+    """
     if not criterion:
         return {"criterion": None, "met": None, "statement": "No success criterion was set."}
-    better, worse = criterion["better"], criterion["worse"]
+    better, worse, metric = criterion["better"], criterion["worse"], criterion["metric"]
     min_diff = criterion.get("min_diff", 0.0)
     text = (
-        f"{better} beats {worse} by at least {min_diff * 100:.2f} points of test accuracy "
+        f"{better} beats {worse} by at least {min_diff:g} in {metrics.label(metric)} "
         f"at Holm-adjusted p < {alpha}"
     )
     match = comparisons[
@@ -278,7 +307,7 @@ def evaluate_criterion(
             "p_holm": None,
             "statement": f"Not decided: {text}; {reason}.",
         }
-    met = bool(diff >= min_diff and p < alpha)
+    met = bool(metrics.sign(metric) * diff >= min_diff and p < alpha)
     verdict = "MET" if met else "NOT MET"
     return {
         "criterion": text,
@@ -286,7 +315,7 @@ def evaluate_criterion(
         "diff": float(diff),
         "p_holm": float(p),
         "statement": f"Success criterion {verdict}: {text}; observed difference "
-        f"{diff * 100:.2f} points, Holm-adjusted p = {p:.3g}.",
+        f"({better} - {worse}) {diff:.4f}, Holm-adjusted p = {p:.3g}.",
     }
 
 

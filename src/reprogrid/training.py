@@ -1,10 +1,12 @@
-"""Train one run: seeded, deterministic, resumable, written atomically.
+"""Train one run of a task: seeded, deterministic, resumable, written atomically.
 
-The whole data set lives on the device as one tensor; batches are index slices of a
-per-epoch permutation drawn from a generator seeded by (seed, epoch), so the batch order
-never depends on global state and a resumed run replays exactly the batches it missed.
-The validation split is carved from the training set with its own seed, the same for
-every run. The epoch whose validation metric is best supplies the kept weights.
+The task (`reprogrid.tasks`) supplies the data, the model, the loss and the metrics; this
+module owns the loop. The whole data set lives on the device as one tensor; batches are
+index slices of a per-epoch permutation drawn from a generator seeded by (seed, epoch), so
+the batch order never depends on global state and a resumed run replays exactly the
+batches it missed. The validation split is carved from the training set with its own seed,
+the same for every run. The epoch whose `train.select_metric` is best, in the direction
+the task declares, supplies the kept weights.
 """
 
 from __future__ import annotations
@@ -27,23 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from reprogrid import atomic, checkpoint, data, logs, models
-
-HISTORY_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "lr",
-    "epoch_seconds",
-)
-METRIC_KEYS = ("test_acc", "test_loss", "val_acc", "val_loss")
+from reprogrid import atomic, checkpoint, data, logs
+from reprogrid.tasks.runtime import Task
 
 log = logging.getLogger("reprogrid.training")
 
@@ -130,16 +119,12 @@ def make_scheduler(optimizer, cfg: Mapping[str, Any], steps_per_epoch: int):
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), False
 
 
-def to_device_images(images: torch.Tensor, mean: float, std: float, device) -> torch.Tensor:
-    """uint8 (n, 28, 28) to normalised float (n, 1, 28, 28) on `device`, in one pass."""
-    return images.to(device).float().div_(255.0).sub_(mean).div_(std).unsqueeze(1)
-
-
 def numerics(model: nn.Module, device: torch.device) -> tuple[torch.memory_format, Any]:
     """The memory format a model trains in and the autocast context of its forward passes.
 
     A model class may declare `memory_format` and `autocast_dtype` (see models.SpeedCNN); the
-    others train in contiguous float32, exactly as before these options existed.
+    others train in contiguous float32, exactly as before these options existed. Both the
+    task's loss and its evaluation run inside the autocast context.
     """
     memory_format = getattr(model, "memory_format", torch.contiguous_format)
     dtype = getattr(model, "autocast_dtype", None)
@@ -149,20 +134,21 @@ def numerics(model: nn.Module, device: torch.device) -> tuple[torch.memory_forma
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on (x, y), in large batches."""
+def evaluate(
+    task: Task, model: nn.Module, x, y, params: Mapping[str, Any], split: str
+) -> dict[str, float]:
+    """The task's metrics of `model` on one split, in evaluation mode, without gradients."""
     model.eval()
     _, autocast = numerics(model, x.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    for start in range(0, x.shape[0], batch):
-        with autocast():
-            logits = model(x[start : start + batch]).float()
-        target = y[start : start + batch]
-        loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
-        correct += (logits.argmax(1) == target).sum()
-    n = x.shape[0]
-    return loss_sum.item() / n, correct.item() / n
+    with autocast():
+        return task.evaluate(model, x, y, params, split)
+
+
+def weights_finite(model: nn.Module) -> bool:
+    """Whether every weight of `model` is a finite number."""
+    return all(
+        bool(torch.isfinite(p).all()) for p in model.state_dict().values() if p.is_floating_point()
+    )
 
 
 class _SignalFlag:
@@ -201,6 +187,7 @@ class Splits:
 class Setup:
     """What a run trains on and how, fixed once built: a checkpoint never holds it."""
 
+    task: Task
     device: torch.device
     splits: Splits
     steps: int
@@ -210,10 +197,14 @@ class Setup:
 
 @dataclass
 class EpochTally:
-    """The running sums of the epoch in progress; a mid-epoch checkpoint keeps them as `accum`."""
+    """The running sums of the epoch in progress; a mid-epoch checkpoint keeps them as `accum`.
+
+    `sums` holds the training metrics the task's loss returns (sums over each batch),
+    integers summed as integers and anything else in float64, so a count stays exact.
+    """
 
     loss: torch.Tensor
-    correct: torch.Tensor
+    sums: dict[str, torch.Tensor]
     seen: int
     seconds: float
     lr: float
@@ -226,20 +217,43 @@ class EpochTally:
         reports is the one it started with, kept in `accum`.
         """
         if accum is None:
-            accum = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0, "lr": lr}
+            accum = {"loss": 0.0, "sums": {}, "seen": 0, "seconds": 0.0, "lr": lr}
         return cls(
             loss=torch.tensor(accum["loss"], dtype=torch.float64, device=device),
-            correct=torch.tensor(accum["correct"], dtype=torch.int64, device=device),
+            sums={
+                name: torch.tensor(
+                    value,
+                    dtype=torch.int64 if isinstance(value, int) else torch.float64,
+                    device=device,
+                )
+                for name, value in accum["sums"].items()
+            },
             seen=accum["seen"],
             seconds=accum["seconds"],
             lr=accum["lr"],
         )
 
+    def add(self, loss: torch.Tensor, extras: Mapping[str, torch.Tensor], count: int) -> None:
+        """Add one batch of `count` examples: its mean loss and its metrics' sums."""
+        self.loss += loss.detach().double() * count
+        for name, value in extras.items():
+            value = value.detach()
+            value = value.long() if not value.is_floating_point() else value.double()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.seen += count
+
+    def means(self) -> dict[str, float]:
+        """The epoch's training loss and metrics per example, as the history lists them."""
+        return {
+            "train_loss": self.loss.item() / self.seen,
+            **{f"train_{name}": value.item() / self.seen for name, value in self.sums.items()},
+        }
+
     def accum(self) -> dict[str, Any]:
         """The tally as plain values, as a checkpoint stores it."""
         return {
             "loss": self.loss.item(),
-            "correct": self.correct.item(),
+            "sums": {name: value.item() for name, value in self.sums.items()},
             "seen": self.seen,
             "seconds": self.seconds,
             "lr": self.lr,
@@ -259,6 +273,7 @@ class TrainState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    metrics: Any = None
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(
         default_factory=lambda: {"epoch": None, "score": None, "weights": None}
@@ -297,12 +312,12 @@ class TrainState:
         self.resumed_from = self.epoch + 1
 
     def keep_if_best(self, row: Mapping[str, Any], metric: str) -> None:
-        """Keep a copy of the weights when this epoch's `metric` is the best so far."""
-        score, best = row[metric], self.best["score"]
-        if best is None or (score < best if metric == "val_loss" else score > best):
+        """Keep a copy of the weights when this epoch's `metric` is the best so far, in the
+        direction the task declares (the first of equals stays)."""
+        if self.metrics.better(row[metric], self.best["score"], metric):
             self.best = {
                 "epoch": row["epoch"],
-                "score": score,
+                "score": row[metric],
                 "weights": {
                     k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
                 },
@@ -310,25 +325,32 @@ class TrainState:
 
 
 def splits_on_device(
-    prepared: Mapping[str, Any], val_fraction: float, split_seed: int, device: torch.device
+    task: Task,
+    prepared: Mapping[str, Any],
+    val_fraction: float,
+    split_seed: int,
+    device: torch.device,
 ) -> Splits:
-    """The prepared data's three splits, the validation split carved with `split_seed`."""
-    train_idx, val_idx = data.split_train_val(
-        prepared["train_labels"].shape[0], val_fraction, split_seed
-    )
-    mean, std = prepared["mean"], prepared["std"]
-    images, labels = prepared["train_images"], prepared["train_labels"]
+    """The prepared data's three splits on `device`, the validation split carved with
+    `split_seed`, each split's inputs as the task's `inputs` makes them."""
+    x, y = prepared["train_x"], prepared["train_y"]
+    train_idx, val_idx = data.split_train_val(y.shape[0], val_fraction, split_seed)
+
+    def inputs(part: torch.Tensor) -> torch.Tensor:
+        return task.inputs(part.to(device), prepared)
+
     return Splits(
-        x_train=to_device_images(images[train_idx], mean, std, device),
-        y_train=labels[train_idx].to(device),
-        x_val=to_device_images(images[val_idx], mean, std, device),
-        y_val=labels[val_idx].to(device),
-        x_test=to_device_images(prepared["test_images"], mean, std, device),
-        y_test=prepared["test_labels"].to(device),
+        x_train=inputs(x[train_idx]),
+        y_train=y[train_idx].to(device),
+        x_val=inputs(x[val_idx]),
+        y_val=y[val_idx].to(device),
+        x_test=inputs(prepared["test_x"]),
+        y_test=prepared["test_y"].to(device),
     )
 
 
 def set_up(
+    task: Task,
     prepared: Mapping[str, Any],
     cfg: Mapping[str, Any],
     *,
@@ -346,8 +368,8 @@ def set_up(
     set_determinism(cfg["deterministic"])
     seed_everything(cfg["seed"])
     dev = torch.device(device)
-    splits = splits_on_device(prepared, val_fraction, split_seed, dev)
-    model = models.build_model(cfg["arch"], prepared["num_classes"])
+    splits = splits_on_device(task, prepared, val_fraction, split_seed, dev)
+    model = task.build(cfg, prepared)
     memory_format, autocast = numerics(model, dev)
     model = model.to(dev, memory_format=memory_format)
     optimizer = make_optimizer(model.parameters(), cfg)
@@ -355,8 +377,13 @@ def set_up(
     if cfg["max_batches"]:
         steps = min(steps, cfg["max_batches"])
     scheduler, per_batch = make_scheduler(optimizer, cfg, steps)
-    setup = Setup(device=dev, splits=splits, steps=steps, per_batch=per_batch, autocast=autocast)
-    return setup, TrainState(key=key, model=model, optimizer=optimizer, scheduler=scheduler)
+    setup = Setup(
+        task=task, device=dev, splits=splits, steps=steps, per_batch=per_batch, autocast=autocast
+    )
+    state = TrainState(
+        key=key, model=model, optimizer=optimizer, scheduler=scheduler, metrics=task.metrics
+    )
+    return setup, state
 
 
 def resume_key(
@@ -424,20 +451,21 @@ def train_epoch(
     tally = EpochTally.resume(state.accum, optimizer.param_groups[0]["lr"], setup.device)
     tick = reported = time.perf_counter()
     first = state.batch
+    task = setup.task
+    augments = "augment" in task.spec.hooks
     for step in range(state.batch, setup.steps):
         idx = order[step * batch_size : (step + 1) * batch_size]
         xb, yb = splits.x_train[idx], splits.y_train[idx]
+        if augments:
+            xb, yb = task.augment(xb, yb, batch_generator(cfg["seed"], epoch, step, setup.device))
         with setup.autocast():
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=cfg["label_smoothing"])
+            loss, extras = task.loss(model, xb, yb, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if setup.per_batch:
             state.scheduler.step()
-        tally.loss += loss.detach().double() * yb.shape[0]
-        tally.correct += (logits.detach().argmax(1) == yb).sum()
-        tally.seen += yb.shape[0]
+        tally.add(loss, extras, idx.shape[0])
         # A clock read only, no device sync: the arithmetic is that of a silent loop.
         now = time.perf_counter()
         if now - reported >= PROGRESS_SECONDS:
@@ -463,31 +491,50 @@ def train_epoch(
     return tally
 
 
+def batch_generator(seed: int, epoch: int, step: int, device: torch.device) -> torch.Generator:
+    """The generator a task's `augment` draws from for one batch: a pure function of
+    (seed, epoch, batch), so a resumed run augments the batches it replays alike."""
+    generator = torch.Generator(device=device)
+    return generator.manual_seed((seed * 100_003 + epoch) * 1_000_003 + step)
+
+
 def end_epoch(
     state: TrainState, setup: Setup, cfg: Mapping[str, Any], epoch: int, tally: EpochTally
 ) -> dict[str, Any]:
-    """Step a per-epoch schedule, evaluate, and add the epoch's row to the history."""
-    train_loss = tally.loss.item() / tally.seen
+    """Step a per-epoch schedule, evaluate, and add the epoch's row to the history.
+
+    The row holds the training loss and metrics, then each split's metrics in the order
+    the task's `evaluate` returns them.
+    """
+    trained = tally.means()
     if not setup.per_batch:
         state.scheduler.step()
-    splits, eval_batch = setup.splits, cfg["eval_batch_size"]
+    splits, task = setup.splits, setup.task
     eval_tick = time.perf_counter()
-    val_loss, val_acc = evaluate(state.model, splits.x_val, splits.y_val, eval_batch)
-    test_loss, test_acc = evaluate(state.model, splits.x_test, splits.y_test, eval_batch)
+    val = evaluate(task, state.model, splits.x_val, splits.y_val, cfg, "val")
+    test = evaluate(task, state.model, splits.x_test, splits.y_test, cfg, "test")
     state.train_seconds += tally.seconds + (time.perf_counter() - eval_tick)
     row = {
         "epoch": epoch + 1,
-        "train_loss": train_loss,
-        "train_acc": tally.correct.item() / tally.seen,
-        "val_loss": val_loss,
-        "val_acc": val_acc,
-        "test_loss": test_loss,
-        "test_acc": test_acc,
+        **trained,
+        **{f"val_{name}": value for name, value in val.items()},
+        **{f"test_{name}": value for name, value in test.items()},
         "lr": tally.lr,
         "epoch_seconds": tally.seconds,
     }
     state.history.append(row)
     return row
+
+
+def diverged(state: TrainState, row: Mapping[str, Any], task: Task) -> bool:
+    """Whether the epoch of `row` diverged: a training loss or a weight that is no longer
+    finite. A non-finite metric of finite weights is the task's fault, not the run's."""
+    if not math.isfinite(row["train_loss"]) or not weights_finite(state.model):
+        return True
+    for split in ("val", "test"):
+        values = {name: row[f"{split}_{name}"] for name in task.metrics.names}
+        task.check_finite(values, split, row["epoch"])
+    return False
 
 
 def train_epochs(
@@ -510,7 +557,7 @@ def train_epochs(
             row = end_epoch(state, setup, cfg, epoch, tally)
             if on_epoch is not None:
                 on_epoch(row)
-            if not (math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])):
+            if diverged(state, row, setup.task):
                 log.info("epoch %d: loss is not finite; the run diverged", epoch + 1)
                 return "diverged"
             state.keep_if_best(row, cfg["select_metric"])
@@ -524,11 +571,12 @@ def finish(state: TrainState, status: str) -> RunResult:
     metrics when it diverged or trained no epoch)."""
     best = state.best
     weights = best["weights"] or {k: v.detach().cpu() for k, v in state.model.state_dict().items()}
+    keys = state.metrics.run_keys()
     if status == "ok" and best["epoch"] is not None:
         chosen = state.history[best["epoch"] - 1]
-        metrics = {key: chosen[key] for key in METRIC_KEYS}
+        metrics = {key: chosen[key] for key in keys}
     else:
-        metrics = dict.fromkeys(METRIC_KEYS)
+        metrics = dict.fromkeys(keys)
     metrics = {
         "status": status,
         **metrics,
@@ -541,11 +589,17 @@ def finish(state: TrainState, status: str) -> RunResult:
         history=state.history,
         weights=weights,
         resumed_from=state.resumed_from,
-        parameters=models.count_parameters(state.model),
+        parameters=count_parameters(state.model),
     )
 
 
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable weights."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def train_one_run(
+    task: Task,
     prepared: Mapping[str, Any],
     cfg: Mapping[str, Any],
     *,
@@ -559,7 +613,8 @@ def train_one_run(
     code: str | None = None,
     until: int | None = None,
 ) -> RunResult:
-    """Train the model `cfg` describes on the prepared data and return what it achieved.
+    """Train the model `cfg` describes on the prepared data of `task` and return what it
+    achieved.
 
     A checkpoint is written after every epoch (and on SIGTERM, mid-epoch) to
     `checkpoint_path`. If one exists that was made with the same parameters (threads,
@@ -573,23 +628,21 @@ def train_one_run(
     key = resume_key(
         cfg, threads=threads, device=device, data_sha256=data_sha256, code=code, **split
     )
-    setup, state = set_up(prepared, cfg, threads=threads, device=device, key=key, **split)
+    setup, state = set_up(task, prepared, cfg, threads=threads, device=device, key=key, **split)
     restore_or_start(state, checkpoint_path)
     status = train_epochs(state, setup, cfg, checkpoint_path, on_epoch, until)
     return finish(state, status)
 
 
 def history_csv(history: list[dict[str, Any]]) -> str:
-    """The learning curve as CSV text, one row per epoch."""
+    """The learning curve as CSV text, one row per epoch, the columns in the rows' order."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    columns = list(history[0]) if history else ["epoch"]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in history:
         writer.writerow(
-            {
-                key: repr(row[key]) if isinstance(row[key], float) else row[key]
-                for key in HISTORY_COLUMNS
-            }
+            {key: repr(row[key]) if isinstance(row[key], float) else row[key] for key in columns}
         )
     return buffer.getvalue()
 
@@ -598,7 +651,7 @@ def write_outputs(
     result: RunResult,
     *,
     cfg: Mapping[str, Any],
-    num_classes: int,
+    described: Mapping[str, Any],
     model_path: str | Path,
     history_path: str | Path,
     metrics_path: str | Path,
@@ -606,9 +659,7 @@ def write_outputs(
     """Write the run's declared outputs, each atomically, the metrics (its seal) last."""
     atomic.write_bytes(
         model_path,
-        checkpoint.to_bytes(
-            {"arch": cfg["arch"], "num_classes": num_classes, "state_dict": result.weights}
-        ),
+        checkpoint.to_bytes({"arch": cfg["arch"], **described, "state_dict": result.weights}),
     )
     atomic.write_text(history_path, history_csv(result.history))
     atomic.write_json(metrics_path, result.metrics)

@@ -1,5 +1,11 @@
 # Tables across the grid: one row per run, and statistics over seeds per setting.
 
+# The test metric the architectures are compared on: the criterion's, else the task's
+# first (stats.compared_metric, without importing scipy while planning).
+COMPARED_METRIC = (config["analysis"]["criterion"] or {}).get(
+    "metric", TASK.metrics.column("test")
+)
+
 
 localrules:
     aggregate,
@@ -26,10 +32,12 @@ rule aggregate:
         experiment=EXPERIMENT,
         runs=when_decided(finished_runs),
         axes=grid.grid_axes(config),
+        metrics=METRICS,
+        select_metric=config["train"]["select_metric"],
         analysis=config["analysis"],
         code=CODE["aggregate"],
         # The checkout whose commit runs are compared with when they are summarised.
-        repo=workflow.basedir,
+        repo=str(ROOT),
     message:
         "Summarising the runs of {params.experiment}"
     script:

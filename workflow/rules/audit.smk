@@ -7,8 +7,8 @@ localrules:
 
 rule audit_retrain:
     input:
-        data=paths.prepared_data(DATASET, RAW.key),
-        checks=paths.data_checks(DATASET, RAW.key),
+        data=paths.prepared_data(DATA_NAME, RAW.key),
+        checks=paths.data_checks(DATA_NAME, RAW.key),
         models=when_decided(audit_outputs, "model.pt"),
         metrics=when_decided(audit_outputs, "metrics.json"),
         history=when_decided(audit_outputs, "history.csv"),
@@ -32,6 +32,7 @@ rule audit_retrain:
         gpu=TRAIN["gpu"],
     params:
         runs=when_decided(audit_sample),
+        task=TASK.name,
         scratch=paths.audit_scratch(EXPERIMENT),
         code=CODE["audit"],
     message:
@@ -51,6 +52,6 @@ rule audit:
     conda:
         "../../envs/analysis.yaml"
     message:
-        "Checking the audit of {EXPERIMENT}"
+        f"Checking the audit of {EXPERIMENT}"
     script:
         "../../scripts/audit_verdict.py"

@@ -1,10 +1,14 @@
 # Configuration, the grid and every path of this experiment; rules below only declare.
 import json
+import shlex
 import sys
 from pathlib import Path
 
-SRC = str(Path(workflow.basedir) / "src")
-sys.path[:0] = [SRC, str(Path(workflow.basedir) / "workflow")]
+# reprogrid's checkout: this file's, also where reprogrid runs as a module of another
+# workflow (whose own folder is then workflow.basedir).
+ROOT = Path(workflow.current_basedir).parents[1]
+SRC = str(ROOT / "src")
+sys.path[:0] = [SRC, str(ROOT / "workflow")]
 import glue
 from reprogrid import audit as auditing
 from reprogrid import catalog, fingerprint, grid, halving, paths, rawfiles, remote
@@ -22,13 +26,12 @@ glue.export_interpreter(
     else sys.executable
 )
 
-CONFIG_DIR = Path(workflow.basedir) / "config"
-SCHEMA = configuration.load_schema(
-    Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
-)
+# The configuration's layers: the working directory's config/ where it has one (a repository
+# using reprogrid as a module, with its own config/ and tasks/), else reprogrid's own.
+CONFIG_DIR = Path("config") if Path("config/config.yaml").is_file() else ROOT / "config"
 try:
     RESOLUTION = configuration.resolve_with_sources(
-        SCHEMA,
+        configuration.load_schema(ROOT / "workflow/schemas/config.schema.yaml"),
         CONFIG_DIR / "config.yaml",
         CONFIG_DIR / "experiments",
         workflow.config_settings.configfiles,
@@ -38,6 +41,9 @@ except ConfigError as error:
     sys.exit(f"reprogrid: {error}")
 config.clear()
 config.update(RESOLUTION.config)
+# The task the runs answer, and the schema made for it (its PARAMS are keys of `train`).
+TASK = RESOLUTION.task
+SCHEMA = RESOLUTION.schema
 
 # The image every rule runs in under --software-deployment-method apptainer (key `container`).
 glue.export_container(
@@ -47,19 +53,45 @@ glue.export_container(
     else None
 )
 
+
+class JsonParam(dict):
+    """A mapping param that a shell command writes as JSON, which its job parses.
+
+    Snakemake's params trigger compares a param's repr, a dict's as before, so runs planned
+    when the command carried Python literals are not planned again; the command formats it
+    with str(), so the printed plan reads like the config.
+    """
+
+    def __str__(self):
+        return json.dumps(self)
+
+
 EXPERIMENT = config["experiment"]
-DATASET = config["data"]["dataset"]
+# The IDX data set of the built-in IDX task, whose files are checked against it; None for
+# any other task, whose load reads data.raw_dir as it is.
+DATASET = config["data"]["dataset"] if configuration.is_idx_task(RESOLUTION) else None
+# Where the prepared data of this task and data go: per data set, or per task.
+DATA_NAME = DATASET or TASK.slug
 # The raw files checked as the data job checks them, and the key of their prepared data.
 try:
-    RAW = rawfiles.plan(
-        DATASET,
-        config["data"]["raw_dir"],
-        config["data"]["verify"],
-        paths.raw_digests(),
-    )
+    if DATASET is not None:
+        RAW = rawfiles.plan(
+            DATASET,
+            config["data"]["raw_dir"],
+            config["data"]["verify"],
+            paths.raw_digests(),
+        )
+    else:
+        RAW = rawfiles.plan_task(
+            TASK.name, config["data"]["raw_dir"], paths.raw_digests()
+        )
 except rawfiles.DataError as error:
     sys.exit(f"reprogrid: {error}")
+# What every job reading the task's metrics is given: their names and directions (a plain
+# dict: a script's params are pickled, and a class of this file would not unpickle).
+METRICS = dict(TASK.metrics.directions)
 RUNS = grid.expand_grid(config, SCHEMA)
+TASK_SEARCH = fingerprint.task_search(TASK.path)
 TRAIN = config["resources"]
 # Successive halving (key `halving`): the epochs each rung trains to, the last one every
 # run's end; None trains every run to its end at once.
@@ -69,19 +101,22 @@ RUNGS = halving.rungs(HALVING)
 # The code each kind of job runs, fingerprinted once per planning. A rule passes its own as the
 # `code` param, so that Snakemake's params trigger plans the job again when that code changes
 # (docs/reproducibility.md, "Code changes").
-SCRIPTS = Path(workflow.basedir) / "scripts"
-CODE = {"train": fingerprint.of_modules("reprogrid.jobs.train")}
+SCRIPTS = ROOT / "scripts"
+try:
+    CODE = {"train": fingerprint.of_job("reprogrid.jobs.train", TASK.path)}
+    # The jobs that run the task's code: its file and its imports are part of theirs.
+    CODE.update(
+        (rule, fingerprint.of_files([SCRIPTS / f"{rule}.py", TASK.path], TASK_SEARCH))
+        for rule in ("prepare_data", "audit")
+    )
+except SyntaxError as error:
+    sys.exit(
+        f"reprogrid: {error.filename}, which task {TASK.name} imports, does not parse "
+        f"(line {error.lineno}: {error.msg}); fix it"
+    )
 CODE.update(
     (rule, fingerprint.of_files([SCRIPTS / f"{rule}.py"]))
-    for rule in (
-        "prepare_data",
-        "aggregate",
-        "figures",
-        "tables",
-        "audit",
-        "halve",
-        "rung_figure",
-    )
+    for rule in ("aggregate", "figures", "tables", "halve", "rung_figure")
 )
 
 
@@ -190,18 +225,6 @@ def previous_rung(wildcards):
     return paths.rung_file(EXPERIMENT, wildcards.run, RUNGS[RUNGS.index(epochs) - 1])
 
 
-class JsonParam(dict):
-    """A mapping param that a shell command writes as JSON, which its job parses.
-
-    Snakemake's params trigger compares a param's repr, a dict's as before, so runs planned
-    when the command carried Python literals are not planned again; the command formats it
-    with str(), so the printed plan reads like the config.
-    """
-
-    def __str__(self):
-        return json.dumps(self)
-
-
 def run_params(wildcards):
     """The run's training parameters, as the train command passes them (JSON); a run outside
     the grid stops Snakemake in one line."""
@@ -209,6 +232,15 @@ def run_params(wildcards):
         why = grid.unknown_run(wildcards.run, RESOLUTION, SCHEMA)
         sys.exit(f"reprogrid: {why}")
     return JsonParam(RUNS[wildcards.run])
+
+
+def train_outputs(wildcards, output):
+    """The train command's flags for what its job writes: each output the rule declares as
+    `--<name> <path>`, and, for a rung of a search, `--until <epochs>`."""
+    flags = [f"--{name} {shlex.quote(path)}" for name, path in output.items()]
+    if "epochs" in wildcards.keys():
+        flags.insert(0, f"--until {int(wildcards.epochs)}")
+    return " ".join(flags)
 
 
 def train_priority(wildcards):

@@ -1,4 +1,5 @@
-# Fetch, check and prepare the data set once; every training job reads the prepared file.
+# Run the task's load once (for the IDX task: fetch and check the data set first); every
+# training job reads the prepared file.
 
 
 localrules:
@@ -9,13 +10,14 @@ rule prepare_data:
     input:
         RAW.inputs,
     output:
-        prepared=paths.prepared_data(DATASET, RAW.key),
-        checks=paths.data_checks(DATASET, RAW.key),
+        prepared=paths.prepared_data(DATA_NAME, RAW.key),
+        checks=paths.data_checks(DATA_NAME, RAW.key),
     log:
-        paths.data_log(DATASET, RAW.key),
+        paths.data_log(DATA_NAME, RAW.key),
     conda:
         "../../envs/train.yaml"
     params:
+        task=TASK.name,
         dataset=DATASET,
         raw_dir=config["data"]["raw_dir"],
         verify=config["data"]["verify"],
@@ -23,6 +25,6 @@ rule prepare_data:
         download_dir=download_dir,
         code=CODE["prepare_data"],
     message:
-        "Checking and preparing the {params.dataset} data set"
+        "Preparing the data of task {params.task}"
     script:
         "../../scripts/prepare_data.py"

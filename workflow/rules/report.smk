@@ -41,9 +41,11 @@ rule figures:
         "../../envs/analysis.yaml"
     params:
         axes=grid.grid_axes(config),
+        metrics=METRICS,
+        metric=COMPARED_METRIC,
         code=CODE["figures"],
     message:
-        "Drawing the figures of {EXPERIMENT}"
+        f"Drawing the figures of {EXPERIMENT}"
     script:
         "../../scripts/figures.py"
 
@@ -76,9 +78,11 @@ rule tables:
         experiment=EXPERIMENT,
         runs=when_decided(finished_runs),
         axes=grid.grid_axes(config),
+        metrics=METRICS,
+        metric=COMPARED_METRIC,
         config=config,
         code=CODE["tables"],
     message:
-        "Writing the tables and texts of {EXPERIMENT}"
+        f"Writing the tables and texts of {EXPERIMENT}"
     script:
         "../../scripts/tables.py"

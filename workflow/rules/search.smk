@@ -8,10 +8,12 @@ localrules:
     rung_figure,
 
 
-rule train_rung:
+# A rung trains a run as the train rule does (the same command, env, resources and params),
+# to a rung's epoch, writing what the run reached there.
+use rule train as train_rung with:
     input:
-        data=paths.prepared_data(DATASET, RAW.key),
-        checks=paths.data_checks(DATASET, RAW.key),
+        data=paths.prepared_data(DATA_NAME, RAW.key),
+        checks=paths.data_checks(DATA_NAME, RAW.key),
         previous=previous_rung,
     output:
         rung=paths.rung_file(EXPERIMENT, "{run}", "{epochs}"),
@@ -20,30 +22,8 @@ rule train_rung:
     wildcard_constraints:
         # Only the rungs before the last: the last is the train rule's run to the end.
         epochs="|".join(map(str, RUNGS[:-1])) or "(?!)",
-    priority: train_priority
-    conda:
-        "../../envs/train.yaml"
-    threads: TRAIN["threads"]
-    resources:
-        mem_mb=lambda wildcards, attempt: TRAIN["mem_mb"] * attempt,
-        runtime=lambda wildcards, attempt: TRAIN["runtime"] * attempt,
-        gpu=TRAIN["gpu"],
-    params:
-        train=run_params,
-        experiment=EXPERIMENT,
-        split=JsonParam(
-            val_fraction=config["data"]["val_fraction"],
-            split_seed=config["data"]["split_seed"],
-        ),
-        code=CODE["train"],
     message:
         "Training {wildcards.run} to epoch {wildcards.epochs} of a search"
-    shell:
-        '"$REPROGRID_PYTHON" -m reprogrid.jobs.train --run {wildcards.run:q}'
-        " --params {params.train:q} --experiment {params.experiment:q} --split {params.split:q}"
-        " --data {input.data:q} --checks {input.checks:q} --log {log:q}"
-        " --until {wildcards.epochs} --rung {output.rung:q}"
-        " --threads {threads} --gpus {resources.gpu} --code {params.code:q}"
 
 
 checkpoint halve:
@@ -60,6 +40,7 @@ checkpoint halve:
     params:
         epochs=lambda wildcards: RUNGS[int(wildcards.rung)],
         eta=HALVING["eta"],
+        metrics=METRICS,
         metric=HALVING["metric"],
         code=CODE["halve"],
     message:
@@ -103,6 +84,7 @@ rule rung_figure:
     conda:
         "../../envs/analysis.yaml"
     params:
+        metrics=METRICS,
         metric=HALVING["metric"],
         max_epochs=HALVING["max_epochs"],
         code=CODE["rung_figure"],

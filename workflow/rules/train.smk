@@ -5,8 +5,8 @@ rule train:
     input:
         # Under halving, the run's last rung: its checkpoint is where this job resumes.
         **({"previous": previous_rung} if RUNGS else {}),
-        data=paths.prepared_data(DATASET, RAW.key),
-        checks=paths.data_checks(DATASET, RAW.key),
+        data=paths.prepared_data(DATA_NAME, RAW.key),
+        checks=paths.data_checks(DATA_NAME, RAW.key),
     output:
         metrics=paths.run_file(EXPERIMENT, "{run}", "metrics.json"),
         history=paths.run_file(EXPERIMENT, "{run}", "history.csv"),
@@ -24,19 +24,21 @@ rule train:
         gpu=TRAIN["gpu"],
     params:
         train=run_params,
+        task=TASK.name,
         experiment=EXPERIMENT,
         split=JsonParam(
             val_fraction=config["data"]["val_fraction"],
             split_seed=config["data"]["split_seed"],
         ),
         code=CODE["train"],
+        # What the job writes, as its flags: a rung of a search (train_rung, which is this
+        # rule with other outputs) also says the epoch it stops at.
+        outputs=train_outputs,
     message:
         "Training {wildcards.run} ({threads} thread(s), {resources.gpu} GPU(s), "
         "{resources.mem_mb} MB, {resources.runtime} min)"
     shell:
-        '"$REPROGRID_PYTHON" -m reprogrid.jobs.train --run {wildcards.run:q}'
+        '"$REPROGRID_PYTHON" -m reprogrid.jobs.train --run {wildcards.run:q} --task {params.task:q}'
         " --params {params.train:q} --experiment {params.experiment:q} --split {params.split:q}"
-        " --data {input.data:q} --checks {input.checks:q} --log {log:q}"
-        " --metrics {output.metrics:q} --history {output.history:q} --model {output.model:q}"
-        " --provenance {output.provenance:q} --threads {threads} --gpus {resources.gpu}"
-        " --code {params.code:q}"
+        " --data {input.data:q} --checks {input.checks:q} --log {log:q} {params.outputs}"
+        " --threads {threads} --gpus {resources.gpu} --code {params.code:q}"

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from reprogrid import atomic, collect, halving, paths, provenance, stats
+from reprogrid.tasks.spec import Metrics
 
 log = logging.getLogger("reprogrid")
 
@@ -23,12 +24,19 @@ def aggregate_job(
     *,
     run_files: Sequence[tuple[str, paths.RunFiles]],
     axes: list[str],
+    metrics: Mapping[str, str],
+    select_metric: str,
     analysis: Mapping[str, Any],
     repo: str,
     outputs: Mapping[str, str],
     rungs: str | None = None,
 ) -> int:
     """Tables of the whole grid: runs, curves, summary over seeds, best settings, comparisons.
+
+    `metrics` are the task's metric names and directions; the best setting of each
+    architecture is the one with the best mean `select_metric` (a validation column), and
+    the architectures are compared on the criterion's test metric (the headline's without
+    a criterion).
 
     Under successive halving `run_files` are the runs trained to the end and `rungs` the
     search's decisions: the conclusion says how many settings each rung stopped.
@@ -38,14 +46,18 @@ def aggregate_job(
     one checked out there now. A run record that cannot be read (one of an older
     reprogrid, kept by `--rerun-triggers` without `params`) ends the job in one line: 1.
     """
+    table_of = Metrics(dict(metrics))
     try:
-        table = collect.runs_table(run_files, [*axes, "seed"])
+        table = collect.runs_table(run_files, [*axes, "seed"], table_of)
     except provenance.ProvenanceError as err:
         log.error("reprogrid: %s", err)
         return 1
-    summary = stats.summarise(table, axes, analysis["confidence"])
-    best = stats.select_best(summary, axes)
-    comparisons = stats.compare(table, best, axes, analysis["confidence"], analysis["alpha"])
+    compared = stats.compared_metric(analysis["criterion"], table_of)
+    summary = stats.summarise(table, axes, table_of, analysis["confidence"])
+    best = stats.select_best(summary, axes, table_of, select_metric, compared)
+    comparisons = stats.compare(
+        table, best, axes, compared, analysis["confidence"], analysis["alpha"]
+    )
     _write_csv(outputs["runs"], table)
     _write_csv(outputs["histories"], collect.histories_table(run_files, [*axes, "seed"]))
     _write_csv(outputs["summary"], summary)
@@ -55,7 +67,7 @@ def aggregate_job(
         outputs["conclusion"],
         {
             "criterion": stats.evaluate_criterion(
-                comparisons, analysis["criterion"], analysis["alpha"]
+                comparisons, analysis["criterion"], analysis["alpha"], table_of
             ),
             "selection": stats.selection_warnings(best, axes),
             "code_versions": stats.code_versions(table, provenance.git_state(repo)),
@@ -73,18 +85,28 @@ def aggregate_job(
 
 
 def figures_job(
-    *, histories: str, runs: str, summary: str, axes: list[str], outputs: Mapping[str, str]
+    *,
+    histories: str,
+    runs: str,
+    summary: str,
+    axes: list[str],
+    metrics: Mapping[str, str],
+    metric: str,
+    outputs: Mapping[str, str],
 ) -> int:
-    """The grid's figures as PNG and PDF, and one learning-curve figure per run."""
+    """The grid's figures as PNG and PDF, and one learning-curve figure per run: curves of
+    every one of the task's `metrics`, the heatmap and seed spread of `metric` (the test
+    column the architectures are compared on)."""
     from reprogrid import plots
 
+    table_of = Metrics(dict(metrics))
     history_table = pd.read_csv(histories)
     run_table = pd.read_csv(runs)
     summary_table = pd.read_csv(summary)
     figures = {
-        "curves": plots.learning_curves(history_table, axes),
-        "heatmap": plots.accuracy_heatmap(summary_table, axes),
-        "spread": plots.seed_spread(run_table, axes),
+        "curves": plots.learning_curves(history_table, axes, table_of),
+        "heatmap": plots.metric_heatmap(summary_table, axes, table_of, metric),
+        "spread": plots.seed_spread(run_table, axes, table_of, metric),
     }
     for name, figure in figures.items():
         plots.save(figure, outputs[f"{name}_pdf"])
@@ -92,7 +114,7 @@ def figures_job(
     run_dir = Path(outputs["run_figures"])
     run_dir.mkdir(parents=True, exist_ok=True)
     for run, curve in history_table.groupby("run", sort=True):
-        plots.save(plots.run_curve(curve, run), run_dir / f"{run.replace('/', ',')}.png")
+        plots.save(plots.run_curve(curve, run, table_of), run_dir / f"{run.replace('/', ',')}.png")
     return 0
 
 
@@ -101,6 +123,8 @@ def tables_job(
     experiment: str,
     provenance_files: Sequence[tuple[str, str]],
     axes: list[str],
+    metrics: Mapping[str, str],
+    metric: str,
     config: Mapping[str, Any],
     labbook: str | None,
     inputs: Mapping[str, str],
@@ -109,16 +133,21 @@ def tables_job(
     """The report's tables and texts (HTML), and the thesis tables (LaTeX, Markdown).
 
     `provenance_files` pairs each run id with its provenance file, as the rule declares it.
+    `metrics` are the task's metric names and directions, `metric` the test column the
+    architectures are compared on.
     """
     from reprogrid import reporting
 
+    table_of = Metrics(dict(metrics))
     confidence = config["analysis"]["confidence"]
     shown = {
-        "summary": reporting.summary_display(pd.read_csv(inputs["summary"]), axes, confidence),
-        "comparisons": reporting.comparisons_display(
-            pd.read_csv(inputs["comparisons"]), confidence
+        "summary": reporting.summary_display(
+            pd.read_csv(inputs["summary"]), axes, confidence, table_of
         ),
-        "best": reporting.summary_display(pd.read_csv(inputs["best"]), axes, confidence),
+        "comparisons": reporting.comparisons_display(
+            pd.read_csv(inputs["comparisons"]), confidence, table_of, metric
+        ),
+        "best": reporting.summary_display(pd.read_csv(inputs["best"]), axes, confidence, table_of),
     }
     conclusion = json.loads(Path(inputs["conclusion"]).read_text())
     provenances = reporting.read_provenances(provenance_files)
@@ -129,7 +158,7 @@ def tables_job(
             reporting.html_table(shown["summary"]),
         ),
         "comparisons_html": (
-            "Comparisons at the settings chosen on validation accuracy",
+            f"Comparisons on {metric} at the settings chosen on {config['train']['select_metric']}",
             reporting.comparisons_html(conclusion, shown["best"], shown["comparisons"]),
         ),
         "provenance_html": (
@@ -171,7 +200,7 @@ def _write_thesis_files(
         outputs["summary_tex"],
         reporting.latex_table(
             shown["summary"],
-            f"Test accuracy over seeds ({experiment})",
+            f"Every metric over seeds ({experiment})",
             f"tab:{experiment}-summary",
         ),
     )

@@ -12,6 +12,8 @@ from typing import Any
 
 from reprogrid import atomic, audit, data, devices, paths, provenance, training
 from reprogrid.logs import setup_logging
+from reprogrid.tasks import spec as taskspec
+from reprogrid.tasks.runtime import Task
 
 log = logging.getLogger("reprogrid")
 
@@ -33,13 +35,18 @@ def _notes(
 
 
 def retrain(
-    record: provenance.Provenance, prepared: Mapping[str, Any], folder: Path, device: str
+    record: provenance.Provenance,
+    task: Task,
+    prepared: Mapping[str, Any],
+    folder: Path,
+    device: str,
 ) -> paths.RunFiles:
     """Train a run again from its provenance record into `folder`, from nothing; its files."""
     cfg = record.config
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     result = training.train_one_run(
+        task,
         prepared,
         cfg.train,
         val_fraction=cfg.data.val_fraction,
@@ -52,7 +59,7 @@ def retrain(
     training.write_outputs(
         result,
         cfg=cfg.train,
-        num_classes=prepared["num_classes"],
+        described=task.describe(prepared),
         model_path=files.model,
         history_path=files.history,
         metrics_path=files.metrics,
@@ -88,6 +95,7 @@ def audit_html(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def audit_job(
     *,
+    task_name: str,
     stored: Sequence[tuple[str, paths.RunFiles]],
     checks_path: str,
     prepared_path: str,
@@ -103,6 +111,7 @@ def audit_job(
     """
     setup_logging(log_path)
     device, gpu_lock = devices.select_device(gpus)
+    task = Task.open(taskspec.read(task_name))
     prepared = data.load_prepared(prepared_path)
     prepared_sha = json.loads(Path(checks_path).read_text())["prepared_sha256"]
     commit = provenance.git_state(repo_dir)["commit"]
@@ -111,7 +120,7 @@ def audit_job(
         record = provenance.read(files.provenance)
         folder = Path(scratch) / run
         log.info("auditing %s: retraining it in %s", run, folder)
-        retrained = retrain(record, prepared, folder, device)
+        retrained = retrain(record, task, prepared, folder, device)
         row = audit.verdict(run, files, retrained, _notes(record, prepared_sha, commit, device))
         log.info("%s: %s", run, "reproduced bit for bit" if row["passed"] else "DIFFERS")
         rows.append(row)

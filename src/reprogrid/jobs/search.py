@@ -10,14 +10,23 @@ from pathlib import Path
 import pandas as pd
 
 from reprogrid import atomic, halving
+from reprogrid.tasks.spec import Metrics
 
 log = logging.getLogger("reprogrid")
 
 
 def halve_job(
-    *, rung: int, epochs: int, results: Sequence[str], eta: int, metric: str, output: str
+    *,
+    rung: int,
+    epochs: int,
+    results: Sequence[str],
+    eta: int,
+    metrics: Mapping[str, str],
+    metric: str,
+    output: str,
 ) -> int:
-    """Decide a rung: rank the settings whose runs reached it, keep the best 1/eta of each
+    """Decide a rung: rank the settings whose runs reached it by `metric`, in the direction
+    the task's `metrics` (names and directions) declare, keep the best 1/eta of each
     architecture, and write every setting with its score and whether it goes on."""
     scores = {}
     for path in results:
@@ -32,7 +41,7 @@ def halve_job(
             )
             return 1
         scores[reached["run"]] = reached["metrics"][metric]
-    rows = halving.decide(rung, epochs, scores, eta, metric)
+    rows = halving.decide(rung, epochs, scores, eta, Metrics(dict(metrics)), metric)
     kept = sum(row["kept"] for row in rows)
     log.info("rung %d (%d epochs): %d of %d settings go on", rung, epochs, kept, len(rows))
     atomic.write_text(output, halving.decision_csv(rows))
@@ -47,13 +56,21 @@ def rungs_job(*, decisions: Sequence[str], output: str) -> int:
 
 
 def rung_figure_job(
-    *, rungs: str, runs: str, metric: str, max_epochs: int, outputs: Mapping[str, str]
+    *,
+    rungs: str,
+    runs: str,
+    metrics: Mapping[str, str],
+    metric: str,
+    max_epochs: int,
+    outputs: Mapping[str, str],
 ) -> int:
-    """The figure of the rungs: each setting's score at every rung it reached, ending at
-    the finished settings' score over seeds (from runs.csv)."""
+    """The figure of the rungs: each setting's `metric` at every rung it reached, ending at
+    the finished settings' over seeds (from runs.csv), labelled by the task's `metrics`."""
     from reprogrid import plots
 
-    figure = plots.search_rungs(pd.read_csv(rungs), pd.read_csv(runs), metric, max_epochs)
+    figure = plots.search_rungs(
+        pd.read_csv(rungs), pd.read_csv(runs), Metrics(dict(metrics)), metric, max_epochs
+    )
     plots.save(figure, outputs["pdf"])
     plots.save(figure, outputs["png"])
     return 0

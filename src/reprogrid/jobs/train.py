@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprogrid import atomic, eager, fingerprint, logs, paths, provenance
+from reprogrid.tasks import spec as taskspec
 
 if TYPE_CHECKING:
+    from reprogrid.tasks.runtime import Task
     from reprogrid.training import RunResult
 
 log = logging.getLogger("reprogrid")
@@ -30,9 +32,13 @@ REPO = Path(__file__).resolve().parents[3]
 JOB = "reprogrid.jobs.train"
 
 
-def code_state(repo_dir: str) -> dict[str, Any]:
-    """The code as it is now: the checkout's git state and the job's code fingerprint."""
-    return {**provenance.git_state(repo_dir), "fingerprint": fingerprint.of_modules(JOB)}
+def code_state(repo_dir: str, task: taskspec.TaskSpec) -> dict[str, Any]:
+    """The code as it is now: the checkout's git state and the fingerprint of the job and
+    its task (`fingerprint.of_job`)."""
+    return {
+        **provenance.git_state(repo_dir),
+        "fingerprint": fingerprint.of_job(JOB, task.path),
+    }
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class TrainJob:
     """What the train rule hands its job: the run, its parameters and its files."""
 
     run: str
+    task: str
     params: Mapping[str, Any]
     experiment: str
     split: Mapping[str, Any]
@@ -61,11 +68,13 @@ class TrainJob:
 
 
 class EpochLog:
-    """The job's log line per epoch trained: epoch k of N, its metrics, its wall seconds
-    (evaluation and checkpoint included) and the run's ETA at this attempt's pace."""
+    """The job's log line per epoch trained: epoch k of N, the training loss and the
+    headline metric on both splits, its wall seconds (evaluation and checkpoint included)
+    and the run's ETA at this attempt's pace."""
 
-    def __init__(self, epochs: int) -> None:
+    def __init__(self, epochs: int, metrics: taskspec.Metrics) -> None:
         self.epochs = epochs
+        self.columns = [metrics.column(split) for split in taskspec.SPLITS]
         self.started = self.last = time.perf_counter()
         self.trained = 0
 
@@ -79,16 +88,17 @@ class EpochLog:
             row["epoch"],
             self.epochs,
             row["train_loss"],
-            row["val_acc"],
-            row["test_acc"],
+            " ".join(f"{column} {row[column]:.4f}" for column in self.columns),
             seconds,
             logs.duration((now - self.started) / self.trained * left),
         )
 
 
-def code_at_start(repo_dir: str, planned_code: str | None) -> dict[str, Any]:
+def code_at_start(
+    repo_dir: str, task: taskspec.TaskSpec, planned_code: str | None
+) -> dict[str, Any]:
     """The code as the job starts, warning when it is not the code the run was planned with."""
-    code = code_state(repo_dir)
+    code = code_state(repo_dir, task)
     if planned_code is not None and code["fingerprint"] != planned_code:
         log.warning(
             "the code changed after planning: planned with code %s, running code %s; "
@@ -99,10 +109,10 @@ def code_at_start(repo_dir: str, planned_code: str | None) -> dict[str, Any]:
     return code
 
 
-def code_at_end(code: Mapping[str, Any], repo_dir: str) -> dict[str, Any]:
+def code_at_end(code: Mapping[str, Any], repo_dir: str, task: taskspec.TaskSpec) -> dict[str, Any]:
     """The code as the job ends; a change since `code` is warned in the log (and flagged in
     the record, `code.at_end`)."""
-    at_end = code_state(repo_dir)
+    at_end = code_state(repo_dir, task)
     if not (provenance.same_code(code, at_end) and code["fingerprint"] == at_end["fingerprint"]):
         log.warning(
             "the code changed while this run trained: commit %s (dirty: %s, code %s) at the "
@@ -126,7 +136,7 @@ def write_patch(patch: Path, diff: str) -> None:
 
 
 def write_run(
-    job: TrainJob, result: RunResult, record: provenance.Provenance, num_classes: int
+    job: TrainJob, result: RunResult, record: provenance.Provenance, described: Mapping[str, Any]
 ) -> None:
     """Write the run's provenance and outputs (the metrics, its seal, last); drop its checkpoint."""
     from reprogrid import training
@@ -135,7 +145,7 @@ def write_run(
     training.write_outputs(
         result,
         cfg=job.params,
-        num_classes=num_classes,
+        described=described,
         model_path=job.outputs["model"],
         history_path=job.outputs["history"],
         metrics_path=job.outputs["metrics"],
@@ -143,7 +153,9 @@ def write_run(
     (job.run_dir / paths.CHECKPOINT).unlink(missing_ok=True)
 
 
-def write_rung(job: TrainJob, result: RunResult, checks: Mapping[str, Any], code: str) -> None:
+def write_rung(
+    job: TrainJob, result: RunResult, checks: Mapping[str, Any], code: str, task: Task
+) -> None:
     """Write what the run reached at its rung: the metrics it would report had it stopped
     here, its curve so far and its training seconds; the checkpoint stays for the next rung."""
     from reprogrid import halving
@@ -156,7 +168,11 @@ def write_rung(job: TrainJob, result: RunResult, checks: Mapping[str, Any], code
             "epochs": until,
             "metrics": {
                 **halving.rung_metrics(
-                    result.history, until, job.params["select_metric"], result.metrics["status"]
+                    result.history,
+                    until,
+                    job.params["select_metric"],
+                    result.metrics["status"],
+                    task.metrics,
                 ),
                 "train_seconds": result.metrics["train_seconds"],
             },
@@ -180,27 +196,33 @@ def train_job(job: TrainJob) -> int:
     from reprogrid import devices
 
     started = provenance.now()
-    code = code_at_start(job.repo_dir, job.planned_code)
+    spec = taskspec.read(job.task)
+    code = code_at_start(job.repo_dir, spec, job.planned_code)
     device, gpu_lock = devices.select_device(job.gpus)
     try:
-        return _train_on(job, device, code, started)
+        return _train_on(job, spec, device, code, started)
     finally:
         if gpu_lock is not None:
             gpu_lock.close()
 
 
-def _train_on(job: TrainJob, device: str, code: Mapping[str, Any], started: str) -> int:
+def _train_on(
+    job: TrainJob, spec: taskspec.TaskSpec, device: str, code: Mapping[str, Any], started: str
+) -> int:
     """`train_job` on `device`, once it is held."""
     from reprogrid import data, devices, training
+    from reprogrid.tasks.runtime import Task
 
     log.info(logs.ATTEMPT_LINE, job.run, device, job.threads)
 
+    task = Task.open(spec)
     load_tick = time.perf_counter()
     prepared = data.load_prepared(job.prepared_path)
     log.info("data loaded in %.3f s", time.perf_counter() - load_tick)
     checks = json.loads(Path(job.checks_path).read_text())
     try:
         result = training.train_one_run(
+            task,
             prepared,
             job.params,
             val_fraction=job.split["val_fraction"],
@@ -208,7 +230,7 @@ def _train_on(job: TrainJob, device: str, code: Mapping[str, Any], started: str)
             checkpoint_path=job.run_dir / paths.CHECKPOINT,
             threads=job.threads,
             device=device,
-            on_epoch=EpochLog(job.params["epochs"]),
+            on_epoch=EpochLog(job.params["epochs"], task.metrics),
             data_sha256=checks["prepared_sha256"],
             code=code["fingerprint"],
             until=job.until,
@@ -216,12 +238,15 @@ def _train_on(job: TrainJob, device: str, code: Mapping[str, Any], started: str)
     except training.Stopped as stop:
         log.info("%s", stop)
         return STOPPED_EXIT
+    except taskspec.TaskError as error:
+        log.error("reprogrid: %s", error)
+        return 1
     if job.until is not None:
-        write_rung(job, result, checks, code["fingerprint"])
+        write_rung(job, result, checks, code["fingerprint"], task)
         log.info("run %s reached epoch %d: %s", job.run, job.until, result.metrics["status"])
         return 0
 
-    at_end = code_at_end(code, job.repo_dir)
+    at_end = code_at_end(code, job.repo_dir, spec)
     write_patch(job.run_dir / paths.DIFF_PATCH, code["diff"])
     record = provenance.build_record(
         run=job.run,
@@ -234,12 +259,13 @@ def _train_on(job: TrainJob, device: str, code: Mapping[str, Any], started: str)
         machine=devices.describe(device),
         code=code,
         code_at_end=at_end,
+        task=provenance.task_record(spec.name, spec.path, fingerprint.of_task(spec)),
         started=started,
         resumed_from_epoch=result.resumed_from,
         model_parameters=result.parameters,
         target=job.outputs["metrics"],
     )
-    write_run(job, result, record, prepared["num_classes"])
+    write_run(job, result, record, task.describe(prepared))
     log.info("run %s finished: %s", job.run, result.metrics)
     return 0
 
@@ -252,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     (docs/benchmarks.md). Mappings (`--params`, `--split`) arrive as JSON.
     """
     parser = argparse.ArgumentParser(prog="python -m reprogrid.jobs.train")
-    for name in ("run", "params", "experiment", "split", "data", "checks", "log"):
+    for name in ("run", "task", "params", "experiment", "split", "data", "checks", "log"):
         parser.add_argument(f"--{name}", required=True)
     for name in ("metrics", "history", "model", "provenance"):
         parser.add_argument(f"--{name}")
@@ -266,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     eager.skip_compiler()
     job = TrainJob(
         run=args.run,
+        task=args.task,
         params=json.loads(args.params),
         experiment=args.experiment,
         split=json.loads(args.split),

@@ -1,0 +1,1 @@
+"""The tasks reprogrid ships, each one file written to the contract of docs/tasks.md."""
