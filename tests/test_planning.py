@@ -118,6 +118,9 @@ REFUSALS = [
     (["experiment=fashon"], ["experiment (set by --config)", "did you mean 'fashion'"]),
     (["analysis={criterion: {better: cnn, worse: mlp, min_diff: 2}}"], ["min_diff", "at most 1"]),
     (["data={raw_dir: '~/mnist'}"], ["data.raw_dir", "'~' is not expanded"]),
+    (["experiment=" + "x" * 300], ["experiment (set by --config)", "300 characters, more than 64"]),
+    (["experiment=a..b"], ["experiment (set by --config)", "not a valid experiment name"]),
+    (["data={raw_dir: /" + "a" * 5000 + "}"], ["data.raw_dir (set by --config)", "looked up"]),
 ]
 
 
@@ -125,6 +128,15 @@ REFUSALS = [
 def test_bad_config_is_refused_before_any_job(planning_project, values, fragments):
     result = snakemake(planning_project, "-n", "--config", *values, check=False)
     assert_refused(result, *fragments)
+    assert nothing_written(planning_project)
+
+
+def test_an_experiment_name_ending_in_a_newline_is_refused(planning_project, tmp_path):
+    # A schema pattern ending in `$` let it through: `$` matches before a final newline.
+    named = tmp_path / "named.yaml"
+    named.write_text('experiment: "tiny\\n"\n', encoding="utf-8")
+    result = snakemake(planning_project, "-n", "--configfile", str(named), check=False)
+    assert_refused(result, "experiment (set by ", "named.yaml", "'tiny\\n'", "control character")
     assert nothing_written(planning_project)
 
 

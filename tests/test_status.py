@@ -261,6 +261,23 @@ def test_bad_input_ends_in_one_line(two_experiments):
     )
 
 
+def test_names_no_folder_can_have_end_in_one_line(tmp_path, raw_dir):
+    """A name too long for a folder made the lookup itself fail, in a traceback."""
+    folder = copy_project(tmp_path / "project")
+    (folder / "results").mkdir()
+    for name, problem in (("x" * 300, "has 300 characters, more than 64"), ("../x", "'/'")):
+        assert_one_line_error(reprogrid("compare", name, cwd=folder), problem)
+        assert_one_line_error(
+            reprogrid("status", "--experiment", name, cwd=folder), "not a valid experiment name"
+        )
+    config = write_config(tmp_path, small_grid(raw_dir, arch=["mlp"], lr=[0.01], seed=[0]))
+    raw = "data={raw_dir: /" + "a" * 5000 + "}"
+    assert_one_line_error(
+        reprogrid("status", "--configfile", str(config), "--config", raw, cwd=folder),
+        "data.raw_dir (set by --config)",
+    )
+
+
 def test_the_grid_runs_and_their_states_from_files(tmp_path, monkeypatch):
     """Every state from the files alone, Snakemake's incomplete markers included."""
     monkeypatch.chdir(tmp_path)
