@@ -493,6 +493,32 @@ def test_a_raw_dir_too_long_to_look_up_is_refused_in_one_line(schema, layers):
     ), refused.value
 
 
+def test_a_grid_beyond_its_bound_is_refused_naming_its_axes(schema, layers):
+    million = {
+        "seed": list(range(1000)),
+        "arch": ["mlp", "cnn"],
+        "lr": [k / 1000 for k in range(1, 501)],
+    }
+    with pytest.raises(ConfigError) as refused:
+        resolve_layers(schema, layers, values={"grid": million})
+    assert str(refused.value).startswith(
+        "config key grid.seed (set by --config): the config asks for 1,000,000 runs (grid.arch "
+        "2 x grid.lr 500 x grid.seed 1,000), more than the 100,000 a grid may hold"
+    )
+    points = {"method": "random", "samples": 100_000, "space": {"lr": {"loguniform": [1e-4, 1]}}}
+    with pytest.raises(ConfigError) as refused:
+        resolve_layers(schema, layers, values={"search": points})
+    assert str(refused.value).startswith(
+        "config key search.samples (set by --config): the config asks for 400,000 runs "
+        "(grid.arch 2 x grid.seed 2 x search.samples 100,000)"
+    )
+    # At the bound (the grid docs/benchmarks.md plans) nothing is refused.
+    at_bound = {"grid": {"seed": list(range(25_000)), "arch": ["a", "b"], "lr": [1, 2]}}
+    configuration.check_grid_size(
+        configuration.Resolution({**at_bound, "search": {"method": "grid", "samples": 7}}, {})
+    )
+
+
 def test_messages_name_the_layer_that_set_the_key(schema, layers, tmp_path):
     _, experiments = layers
     write_config(

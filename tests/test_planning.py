@@ -52,6 +52,11 @@ def nothing_written(folder: Path) -> bool:
     return not any((folder / part).exists() for part in ("results", "reports", "resources"))
 
 
+# A grid of 10^6 runs: 1,000 seeds x 2 architectures x 500 learning rates.
+SEEDS = ", ".join(str(seed) for seed in range(1000))
+RATES = ", ".join(str(k / 1000) for k in range(1, 501))
+MILLION = f"grid={{seed: [{SEEDS}], arch: [mlp, cnn], lr: [{RATES}]}}"
+
 REFUSALS = [
     # (--config values, fragments the message must hold)
     (["train={optimizer: adadelta, schedule: onecycle}"], ["train.optimizer", "onecycle"]),
@@ -121,6 +126,7 @@ REFUSALS = [
     (["experiment=" + "x" * 300], ["experiment (set by --config)", "300 characters, more than 64"]),
     (["experiment=a..b"], ["experiment (set by --config)", "not a valid experiment name"]),
     (["data={raw_dir: /" + "a" * 5000 + "}"], ["data.raw_dir (set by --config)", "looked up"]),
+    ([MILLION], ["grid.seed (set by --config)", "1,000,000 runs", "grid.arch 2", "100,000"]),
 ]
 
 

@@ -31,7 +31,7 @@ from reprogrid.config_errors import (
     typos_of,
     unsafe_name,
 )
-from reprogrid.grid import sampled_values
+from reprogrid.grid import MAX_RUNS, sampled_values
 from reprogrid.search import KINDS, SIGNIFICANT, SearchError
 from reprogrid.split import validation_count
 
@@ -265,6 +265,7 @@ def resolve_with_sources(
         for key in _DEBUG_FORCED:
             sources["train", key] = "debug mode"
     resolution = Resolution(config, sources)
+    check_grid_size(resolution)
     check_search(resolution, schema)
     check_path_names(resolution)
     check_semantics(resolution)
@@ -515,6 +516,25 @@ def check_search(resolution: Resolution, schema: Mapping[str, Any]) -> None:
                     f"to {SIGNIFICANT} significant digits), which train.{key} refuses "
                     f"({problem}); narrow the range"
                 )
+
+
+def check_grid_size(resolution: Resolution) -> None:
+    """The runs a config asks for, counted before any is expanded or any point drawn, are at
+    most MAX_RUNS: the product of the grid's list lengths and the points a search draws."""
+    config = resolution.config
+    counts = {("grid", key): len(values) for key, values in config["grid"].items()}
+    if config["search"]["method"] != "grid":
+        counts["search", "samples"] = config["search"]["samples"]
+    runs = math.prod(counts.values())
+    if runs <= MAX_RUNS:
+        return
+    largest = max(counts, key=counts.__getitem__)
+    factors = " x ".join(f"{'.'.join(key)} {count:,}" for key, count in counts.items())
+    raise ConfigError(
+        f"{_named(resolution, *largest)}: the config asks for {runs:,} runs ({factors}), more "
+        f"than the {MAX_RUNS:,} a grid may hold (config/README.md, Grid axes); list fewer "
+        "values, or split the grid into experiments"
+    )
 
 
 def check_path_names(resolution: Resolution) -> None:
