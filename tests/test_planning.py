@@ -127,6 +127,14 @@ REFUSALS = [
     (["experiment=a..b"], ["experiment (set by --config)", "not a valid experiment name"]),
     (["data={raw_dir: /" + "a" * 5000 + "}"], ["data.raw_dir (set by --config)", "looked up"]),
     ([MILLION], ["grid.seed (set by --config)", "1,000,000 runs", "grid.arch 2", "100,000"]),
+    (
+        [
+            "grid={seed: [0], arch: [mlp]}",
+            "analysis={criterion: null}",
+            "search={method: random, samples: 100000, space: {lr: {uniform: [0.1, 0.1001]}}}",
+        ],
+        ["search.samples (set by --config)", "holds only 1", "3 significant digits"],
+    ),
 ]
 
 
