@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 import yaml
 
@@ -405,6 +406,117 @@ def test_raw_dir_naming_a_file_is_refused_as_such(schema, layers, raw_dir):
         rf".*lies in {re.escape(str(raw_dir))}",
     ):
         resolve_layers(schema, layers, values={"data": {"raw_dir": str(file)}})
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("tiny\n", "holds a control character (a newline, say)"),
+        ("a/b", "holds the path separator '/'"),
+        ("a\\b", "holds the path separator '\\\\'"),
+        ("a..b", "holds '..'"),
+        (".hidden", "starts with '.'"),
+        ("-rf", "starts with '-'"),
+        ("x" * 65, "has 65 characters, more than 64"),
+        ("caf\u00e9", "holds '\u00e9'"),
+    ],
+    ids=repr,
+)
+def test_an_experiment_name_that_is_no_safe_folder_is_refused(
+    schema, layers, tmp_path, name, problem
+):
+    named = write_config(tmp_path, {"experiment": name}, "named.yaml")
+    with pytest.raises(ConfigError) as refused:
+        resolve_layers(schema, layers, files=[named])
+    message = str(refused.value)
+    assert "\n" not in message
+    assert re.match(r"config key experiment \(set by .*named\.yaml\): ", message), message
+    assert f"is not a valid experiment name: it {problem}; it names a folder" in message
+    # The schema says the same: its pattern matches no newline after the name ($ would).
+    validator = jsonschema.Draft202012Validator(schema["properties"]["experiment"])
+    assert not validator.is_valid(name)
+    longest = write_config(tmp_path, {"experiment": "x" * 64}, "longest.yaml")
+    assert resolve_layers(schema, layers, files=[longest])["experiment"] == "x" * 64
+    assert validator.is_valid("x" * 64)
+
+
+@pytest.fixture
+def schema_with_text(tmp_path) -> dict:
+    """The schema with a `train` key of free text: no key of today's takes any, every string
+    key being an enum, but a value a run folder spells is checked whatever its key."""
+    spec = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    spec["properties"]["train"]["properties"]["note"] = {
+        "type": "string",
+        "default": "plain",
+        "description": "Free text.",
+    }
+    path = tmp_path / "schema.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return configuration.load_schema(path)
+
+
+@pytest.mark.parametrize("value", ["a/b", "..", "-x", ".x", "x\n", "y" * 65])
+def test_a_value_a_run_folder_would_spell_unsafely_is_refused(
+    schema_with_text, layers, tmp_path, value
+):
+    listed = write_config(tmp_path, {"grid": {"note": ["plain", value]}}, "listed.yaml")
+    with pytest.raises(ConfigError) as refused:
+        resolve_layers(schema_with_text, layers, files=[listed])
+    assert re.match(
+        r"config key grid\.note\[1\] \(set by .*listed\.yaml\): .+ is not a valid value of a "
+        r"run folder's name: it [^;]+; it names a folder, so use at most 64 letters, digits, "
+        r"'_', '\.', '\+' and '-'",
+        str(refused.value),
+    ), refused.value
+    sampled = {"search": {"method": "random", "space": {"note": {"choice": ["plain", value]}}}}
+    sampled = write_config(tmp_path, sampled, "sampled.yaml")
+    with pytest.raises(
+        ConfigError, match=r"^config key search\.space\.note\.choice\[1\] \(set by "
+    ):
+        resolve_layers(schema_with_text, layers, files=[sampled])
+
+
+def test_every_value_an_enum_offers_is_a_safe_folder_name(schema):
+    """Architectures, optimisers, schedules...: each may name a run folder."""
+    for key, spec in schema["properties"]["train"]["properties"].items():
+        for value in spec.get("enum", []):
+            assert paths.name_problem(paths.format_value(value)) is None, (key, value)
+
+
+def test_a_raw_dir_too_long_to_look_up_is_refused_in_one_line(schema, layers):
+    with pytest.raises(ConfigError) as refused:
+        resolve_layers(schema, layers, values={"data": {"raw_dir": "/" + "a" * 5000}})
+    assert re.fullmatch(
+        r"config key data\.raw_dir \(set by --config\): '/a+\.\.\. cannot be looked up "
+        r"\(File name too long\); point it at the folder holding the four IDX files",
+        str(refused.value),
+    ), refused.value
+
+
+def test_a_grid_beyond_its_bound_is_refused_naming_its_axes(schema, layers):
+    million = {
+        "seed": list(range(1000)),
+        "arch": ["mlp", "cnn"],
+        "lr": [k / 1000 for k in range(1, 501)],
+    }
+    with pytest.raises(ConfigError) as refused:
+        resolve_layers(schema, layers, values={"grid": million})
+    assert str(refused.value).startswith(
+        "config key grid.seed (set by --config): the config asks for 1,000,000 runs (grid.arch "
+        "2 x grid.lr 500 x grid.seed 1,000), more than the 100,000 a grid may hold"
+    )
+    points = {"method": "random", "samples": 100_000, "space": {"lr": {"loguniform": [1e-4, 1]}}}
+    with pytest.raises(ConfigError) as refused:
+        resolve_layers(schema, layers, values={"search": points})
+    assert str(refused.value).startswith(
+        "config key search.samples (set by --config): the config asks for 400,000 runs "
+        "(grid.arch 2 x grid.seed 2 x search.samples 100,000)"
+    )
+    # At the bound (the grid docs/benchmarks.md plans) nothing is refused.
+    at_bound = {"grid": {"seed": list(range(25_000)), "arch": ["a", "b"], "lr": [1, 2]}}
+    configuration.check_grid_size(
+        configuration.Resolution({**at_bound, "search": {"method": "grid", "samples": 7}}, {})
+    )
 
 
 def test_messages_name_the_layer_that_set_the_key(schema, layers, tmp_path):

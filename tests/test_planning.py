@@ -52,6 +52,11 @@ def nothing_written(folder: Path) -> bool:
     return not any((folder / part).exists() for part in ("results", "reports", "resources"))
 
 
+# A grid of 10^6 runs: 1,000 seeds x 2 architectures x 500 learning rates.
+SEEDS = ", ".join(str(seed) for seed in range(1000))
+RATES = ", ".join(str(k / 1000) for k in range(1, 501))
+MILLION = f"grid={{seed: [{SEEDS}], arch: [mlp, cnn], lr: [{RATES}]}}"
+
 REFUSALS = [
     # (--config values, fragments the message must hold)
     (["train={optimizer: adadelta, schedule: onecycle}"], ["train.optimizer", "onecycle"]),
@@ -122,6 +127,18 @@ REFUSALS = [
         ["analysis.criterion.metric", "test_mse"],
     ),
     (["data={raw_dir: '~/mnist'}"], ["data.raw_dir", "'~' is not expanded"]),
+    (["experiment=" + "x" * 300], ["experiment (set by --config)", "300 characters, more than 64"]),
+    (["experiment=a..b"], ["experiment (set by --config)", "not a valid experiment name"]),
+    (["data={raw_dir: /" + "a" * 5000 + "}"], ["data.raw_dir (set by --config)", "looked up"]),
+    ([MILLION], ["grid.seed (set by --config)", "1,000,000 runs", "grid.arch 2", "100,000"]),
+    (
+        [
+            "grid={seed: [0], arch: [mlp]}",
+            "analysis={criterion: null}",
+            "search={method: random, samples: 100000, space: {lr: {uniform: [0.1, 0.1001]}}}",
+        ],
+        ["search.samples (set by --config)", "holds only 1", "3 significant digits"],
+    ),
 ]
 
 
@@ -129,6 +146,15 @@ REFUSALS = [
 def test_bad_config_is_refused_before_any_job(planning_project, values, fragments):
     result = snakemake(planning_project, "-n", "--config", *values, check=False)
     assert_refused(result, *fragments)
+    assert nothing_written(planning_project)
+
+
+def test_an_experiment_name_ending_in_a_newline_is_refused(planning_project, tmp_path):
+    # A schema pattern ending in `$` let it through: `$` matches before a final newline.
+    named = tmp_path / "named.yaml"
+    named.write_text('experiment: "tiny\\n"\n', encoding="utf-8")
+    result = snakemake(planning_project, "-n", "--configfile", str(named), check=False)
+    assert_refused(result, "experiment (set by ", "named.yaml", "'tiny\\n'", "control character")
     assert nothing_written(planning_project)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
 import numpy as np
 import pandas as pd
@@ -318,7 +319,7 @@ REFUSALS = [
     ),
     (
         {"samples": 2, "space": {"lr": {"uniform": [0.1, 0.1001]}}},
-        ["config key search.samples", "gave only 1", "3 significant digits"],
+        ["config key search.samples", "holds only 1", "3 significant digits"],
     ),
     (
         {"space": {"lr": {"choice": [0.1]}, "batch_size": {"int": [16, 5000]}}},
@@ -347,6 +348,29 @@ def test_a_bad_search_is_refused_naming_the_key(raw_dir, tmp_path, keys, fragmen
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message, message
+
+
+@pytest.mark.parametrize(
+    ("space", "size"),
+    [
+        ({"lr": {"uniform": [0.1, 0.1001]}}, 1),
+        # 1.00e-3 to 9.99e-3, and 1.00e-2: 901 rounded values, times 2 choices.
+        ({"lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": {"choice": [32, 64]}}, 1802),
+        # 9.95 to 9.99 and 10.0 to 10.4 across a power of ten, times 3 integers.
+        ({"lr": {"uniform": [9.95, 10.4]}, "epochs": {"int": [1, 3]}}, 30),
+    ],
+)
+def test_a_space_too_small_is_refused_before_drawing_a_point(raw_dir, tmp_path, space, size):
+    """The distinct values a range can round to are counted, not drawn: 100,000 points asked
+    of a range that rounds to one value took 208 s to refuse when every draw was made."""
+    config = resolve(tmp_path, search_config(raw_dir, space=space, samples=1)).config
+    config["search"]["samples"] = size + 1
+    started = time.perf_counter()
+    with pytest.raises(search.SearchError) as refused:
+        search.points(config, SCHEMA)
+    assert time.perf_counter() - started < 0.5
+    assert refused.value.key == ("search", "samples")
+    assert f"holds only {size} (numbers are rounded to 3 significant digits)" in str(refused.value)
 
 
 def test_a_key_listed_and_sampled_by_one_layer_is_refused(raw_dir, tmp_path):

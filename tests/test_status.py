@@ -181,6 +181,33 @@ def test_status_follows_a_grid_while_snakemake_trains_it(grid_project):
     assert "arch=cnn/lr=0.003 " in by_setting and "1 done" in by_setting
 
 
+def test_a_watch_started_while_snakemake_plans_waits_for_it(tmp_path, raw_dir):
+    """Snakemake takes its lock only once it has planned (minutes for a large grid): a watch
+    started before sees nothing at work, and must wait for the work, not end at once."""
+    folder = copy_project(tmp_path / "project")
+    config = write_config(tmp_path, small_grid(raw_dir, arch=["mlp"], lr=[0.01], seed=[0]))
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "reprogrid.cli", "status", "--configfile", str(config),
+         "--watch", "--interval", "0.1"],
+        cwd=folder, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lock = folder / ".snakemake/locks/0.input.lock"
+    try:
+        time.sleep(3)
+        assert watch.poll() is None, watch.communicate()[1]
+        lock.parent.mkdir(parents=True)
+        lock.write_text("")  # Snakemake has planned and works...
+        time.sleep(1)
+        assert watch.poll() is None, watch.communicate()[1]
+        lock.unlink()  # ...and ends, its run left to train: the watch ends with it
+        assert watch.wait(timeout=30) == 0, watch.communicate()[1]
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+
+
 @pytest.mark.workflow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_the_screen_a_user_sees_in_tmux(grid_project, tmp_path):
@@ -291,6 +318,23 @@ def test_bad_input_ends_in_one_line(two_experiments):
     )
     assert_one_line_error(
         reprogrid("status", "--config", "experiment=nosuch", cwd=folder), "experiment"
+    )
+
+
+def test_names_no_folder_can_have_end_in_one_line(tmp_path, raw_dir):
+    """A name too long for a folder made the lookup itself fail, in a traceback."""
+    folder = copy_project(tmp_path / "project")
+    (folder / "results").mkdir()
+    for name, problem in (("x" * 300, "has 300 characters, more than 64"), ("../x", "'/'")):
+        assert_one_line_error(reprogrid("compare", name, cwd=folder), problem)
+        assert_one_line_error(
+            reprogrid("status", "--experiment", name, cwd=folder), "not a valid experiment name"
+        )
+    config = write_config(tmp_path, small_grid(raw_dir, arch=["mlp"], lr=[0.01], seed=[0]))
+    raw = "data={raw_dir: /" + "a" * 5000 + "}"
+    assert_one_line_error(
+        reprogrid("status", "--configfile", str(config), "--config", raw, cwd=folder),
+        "data.raw_dir (set by --config)",
     )
 
 

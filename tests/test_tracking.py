@@ -377,6 +377,18 @@ REFUSALS = [
         "tracking={mlflow: {enabled: true, tracking_uri: 'https://me:pw@mlflow.lab.org'}}",
         ["tracking.mlflow.tracking_uri", "holds credentials", "MLFLOW_TRACKING_USERNAME"],
     ),
+    (
+        "tracking={mlflow: {enabled: true, tracking_uri: 'http://[::1'}}",
+        ["tracking.mlflow.tracking_uri", "is malformed (Invalid IPv6 URL)"],
+    ),
+    (
+        "tracking={mlflow: {enabled: true, tracking_uri: 'https://mlflow.lab.org/?token=abc'}}",
+        ["tracking.mlflow.tracking_uri", "holds credentials", "MLFLOW_TRACKING_TOKEN"],
+    ),
+    (
+        "tracking={mlflow: {tracking_uri: 'ftp://files.lab.org/mlflow'}}",
+        ["tracking.mlflow.tracking_uri", "the scheme 'ftp'"],
+    ),
 ]
 
 
@@ -388,6 +400,49 @@ def test_bad_tracking_config_is_refused_at_planning(planning, value, fragments):
         planning, "-n", "--configfile", "off.yaml", "--config", value, env=env, check=False
     )
     assert_refused(result, *fragments)
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        ("http://[::1", "is malformed (Invalid IPv6 URL)"),
+        ("http://mlflow.lab.org:port", "is malformed (Port could not be cast"),
+        ("ftp://files.lab.org/mlflow", "does not track to the scheme 'ftp'"),
+        ("s3://bucket/mlflow", "does not track to the scheme 's3'"),
+        ("http://my host:5000", "needs a host without spaces, not 'my host'"),
+        ("https:///mlflow", "needs a host without spaces; give https://host[:port]"),
+        ("http://mlflow.lab.org\n", "holds a control character"),
+        ("https://mlflow.lab.org/?token=s3cr3t", "holds credentials"),
+        ("https://mlflow.lab.org/#s3cr3t", "holds credentials"),
+        ("https://me:s3cr3t@mlflow.lab.org", "holds credentials"),
+        ("postgresql://db.lab.org/mlflow?password=s3cr3t", "holds credentials"),
+        ("mysql+pymysql://me:s3cr3t@db.lab.org/mlflow", "holds credentials"),
+    ],
+)
+def test_a_tracking_uri_mlflow_cannot_use_or_that_holds_a_secret_is_refused(uri, problem):
+    with pytest.raises(tracking.TrackingError) as refused:
+        tracking.check_tracking_uri(uri)
+    message = str(refused.value)
+    assert message.startswith("config key tracking.mlflow.tracking_uri: "), message
+    assert problem in message and "\n" not in message
+    assert "s3cr3t" not in message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://127.0.0.1:5000",
+        "https://mlflow.lab.org/prefix/",
+        "http://[::1]:5000",
+        "sqlite:///results/mlflow.db",
+        "postgresql+psycopg2://db.lab.org/mlflow",
+        "postgresql://db.lab.org/mlflow?sslmode=require",
+        "file:///srv/mlflow",
+        "results/my tracking",
+    ],
+)
+def test_a_tracking_uri_mlflow_takes_is_accepted(uri):
+    tracking.check_tracking_uri(uri)
 
 
 @pytest.mark.workflow

@@ -41,7 +41,7 @@ COMMIT = re.compile(r"[0-9a-f]{40}")
 # Release numbers with an optional local label: 2.5.1, 3.11.2, 2.5.1+cpu, 0.21.0a0+git1a2b.
 VERSION = re.compile(r"[0-9]+(?:\.[0-9A-Za-z]+)*(?:\+[0-9A-Za-z.]+)?")
 # The schema's `experiment.pattern` (workflow/schemas/config.schema.yaml); tests keep them equal.
-EXPERIMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+EXPERIMENT = re.compile(r"^(?!.*[.][.])[A-Za-z0-9][A-Za-z0-9_.-]*(?![\s\S])")
 # One value in a run id: a number, a name, true/false; never `.`, `..` or a leading `-`.
 AXIS_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 REMOTE_SCHEMES = ("https", "http", "ssh", "git", "file")

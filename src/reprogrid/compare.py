@@ -132,6 +132,13 @@ def _current_grid(experiment: str) -> list[str] | None:
 
 def load(experiment: str, runs_only: bool) -> Experiment:
     """An experiment's summary (or runs) rows with their parameters; CompareError if missing."""
+    problem = paths.name_problem(experiment, paths.EXPERIMENT_PUNCTUATION)
+    if problem:
+        # Never looked up: a name too long for a folder makes the lookup itself fail.
+        raise CompareError(
+            f"{provenance.shown(experiment)} is no experiment name: it {problem}; name an "
+            "experiment trained in this folder"
+        )
     summary = Path(paths.summary_file(experiment, "summary.csv"))
     if not Path(paths.experiment_dir(experiment)).is_dir():
         raise CompareError(

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jsonschema
 import yaml
 
-from reprogrid import catalog, rawfiles
+from reprogrid import catalog, paths, provenance, rawfiles
 from reprogrid.config_errors import (
     ConfigError,
     describe,
@@ -29,8 +29,9 @@ from reprogrid.config_errors import (
     first_error,
     shown,
     typos_of,
+    unsafe_name,
 )
-from reprogrid.grid import sampled_values
+from reprogrid.grid import MAX_RUNS, sampled_values
 from reprogrid.search import KINDS, SIGNIFICANT, SearchError
 from reprogrid.split import validation_count
 from reprogrid.tasks import spec as taskspec
@@ -312,7 +313,9 @@ def resolve_with_sources(
         for key in _DEBUG_FORCED:
             sources["train", key] = "debug mode"
     resolution = _with_task_metrics(Resolution(config, sources, task, schema))
+    check_grid_size(resolution)
     check_search(resolution, schema)
+    check_path_names(resolution)
     check_semantics(resolution)
     return _with_halving_horizon(resolution)
 
@@ -422,10 +425,16 @@ def _experiment_name(
     for where, layer in layers:
         if "experiment" in layer:
             source, name = shown(where), _coerce(layer["experiment"], spec)
-    if not isinstance(name, str) or not re.search(spec["pattern"], name):
+    problem = (
+        paths.name_problem(name, paths.EXPERIMENT_PUNCTUATION)
+        if isinstance(name, str)
+        else f"is {_YAML_KINDS.get(type(name), type(name).__name__)}, not a string"
+    )
+    if problem:
         raise ConfigError(
-            f"config key experiment: {name!r} (set by {source}) is not a valid experiment name; "
-            "use letters, digits, '_', '.' and '-'"
+            unsafe_name(
+                "experiment", source, name, "experiment name", problem, paths.EXPERIMENT_PUNCTUATION
+            )
         )
     debug = [layer["debug"] for _, layer in layers if "debug" in layer]
     # A debug run's own resolved config (debug: true) names it; nothing else may.
@@ -627,6 +636,52 @@ def check_search(resolution: Resolution, schema: Mapping[str, Any]) -> None:
                 )
 
 
+def check_grid_size(resolution: Resolution) -> None:
+    """The runs a config asks for, counted before any is expanded or any point drawn, are at
+    most MAX_RUNS: the product of the grid's list lengths and the points a search draws."""
+    config = resolution.config
+    counts = {("grid", key): len(values) for key, values in config["grid"].items()}
+    if config["search"]["method"] != "grid":
+        counts["search", "samples"] = config["search"]["samples"]
+    runs = math.prod(counts.values())
+    if runs <= MAX_RUNS:
+        return
+    largest = max(counts, key=counts.__getitem__)
+    factors = " x ".join(f"{'.'.join(key)} {count:,}" for key, count in counts.items())
+    raise ConfigError(
+        f"{_named(resolution, *largest)}: the config asks for {runs:,} runs ({factors}), more "
+        f"than the {MAX_RUNS:,} a grid may hold (config/README.md, Grid axes); list fewer "
+        "values, or split the grid into experiments"
+    )
+
+
+def check_path_names(resolution: Resolution) -> None:
+    """Every value a run id can spell (`paths.run_id`) is a safe folder name
+    (`paths.name_problem`): each value listed under grid, each choice of search.space, and
+    each bound of its ranges (a number drawn between them spells no worse than they do)."""
+    config = resolution.config
+    listed = [(f"grid.{key}", ("grid", key), values) for key, values in config["grid"].items()]
+    listed += [
+        (f"search.space.{key}.{kind}", ("search", "space", key), values)
+        for key, distribution in config["search"]["space"].items()
+        for kind, values in distribution.items()
+    ]
+    for name, key, values in listed:
+        for i, value in enumerate(values):
+            problem = paths.name_problem(paths.format_value(value))
+            if problem:
+                raise ConfigError(
+                    unsafe_name(
+                        f"{name}[{i}]",
+                        resolution.source(*key),
+                        value,
+                        "value of a run folder's name",
+                        problem,
+                        paths.VALUE_PUNCTUATION,
+                    )
+                )
+
+
 def _named(resolution: Resolution, *key: str) -> str:
     return f"config key {'.'.join(key)} (set by {resolution.source(*key)})"
 
@@ -777,6 +832,17 @@ def _check_raw_dir(raw_dir: str | None, source: str) -> None:
         return
     key = f"config key data.raw_dir (set by {source})"
     folder = Path(raw_dir)
+    try:
+        folder.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as err:
+        # A path too long, or a folder on the way that may not be entered: is_file() and
+        # is_dir() raise these rather than answer.
+        raise ConfigError(
+            f"{key}: {provenance.shown(raw_dir)} cannot be looked up ({err.strerror}); point "
+            "it at the folder holding the four IDX files"
+        ) from None
     if folder.is_file():
         raise ConfigError(
             f"{key}: {raw_dir} is a file, not a folder; point it at the folder holding the "

@@ -14,6 +14,8 @@ from typing import Any
 
 import jsonschema
 
+from reprogrid import paths, provenance
+
 
 class ConfigError(ValueError):
     """A configuration a run must not start with; the message is meant for the user as is."""
@@ -36,6 +38,18 @@ def shown(source: str) -> str:
     if path.is_absolute() and path.is_relative_to(Path.cwd()):
         return str(path.relative_to(Path.cwd()))
     return source
+
+
+def unsafe_name(
+    key: str, source: str, value: Any, what: str, problem: str, punctuation: str
+) -> str:
+    """A value that names a folder but cannot (`paths.name_problem` says why), in one line."""
+    allowed = ", ".join(f"'{char}'" for char in punctuation[:-1]) + f" and '{punctuation[-1]}'"
+    return (
+        f"config key {key} (set by {source}): {provenance.shown(value)} is not a valid {what}: it "
+        f"{problem}; it names a folder, so use at most {paths.NAME_MAX} letters, digits, "
+        f"{allowed}, starting with a letter or digit"
+    )
 
 
 def did_you_mean(value: Any, choices: Iterable[Any], prefix: str = "") -> str:

@@ -17,6 +17,10 @@ from reprogrid import paths, search
 if TYPE_CHECKING:
     from reprogrid.config import Resolution
 
+# The most runs one config may ask for: the grid docs/benchmarks.md plans (2.5 minutes and
+# 3 GB for `snakemake -n`, growing linearly); a config beyond it is refused before expanding.
+MAX_RUNS = 100_000
+
 
 def unknown_run(run: str, resolution: Resolution, schema: Mapping[str, Any]) -> str:
     """Why `run` is no run of the grid, and how to add it: a one-line message for the user."""

@@ -48,6 +48,42 @@ RUN_FIGURES = "runs"
 RUN_ID_REGEX = r"arch=[^/]+/lr=[^/]+(?:/[a-z_][a-z0-9_]*=[^/]+)*/seed=[0-9]+"
 
 
+# The most characters of a name that becomes one folder (an experiment, a value in a run id):
+# with its `key=` a folder stays far below the 255 bytes a file system allows a name, and a
+# run's deepest file, with one such value per `train` key, far below the 4,096 of a path.
+NAME_MAX = 64
+# What such a name holds besides ASCII letters and digits: an experiment's punctuation, and a
+# run id's value's, which adds the `+` of a float's exponent (1e+16).
+EXPERIMENT_PUNCTUATION = "_.-"
+VALUE_PUNCTUATION = "_.+-"
+
+
+def name_problem(name: str, punctuation: str = VALUE_PUNCTUATION) -> str | None:
+    """Why `name` cannot be one folder of a path the pipeline writes, or None when it can.
+
+    A safe name is ASCII letters, digits and `punctuation`, starts with a letter or digit
+    (never `.`, so no hidden folder, nor `-`, so no command reads it as an option), holds no
+    `..` and has at most NAME_MAX characters. The reason is worded to follow "it".
+    """
+    for char in name:
+        if char.isascii() and (char.isalnum() or char in punctuation):
+            continue
+        if not char.isprintable():
+            return "holds a control character (a newline, say)"
+        if char in "/\\":
+            return f"holds the path separator {char!r}"
+        return f"holds {char!r}"
+    if not name:
+        return "is empty"
+    if not name[0].isalnum():
+        return f"starts with {name[0]!r}"
+    if ".." in name:
+        return "holds '..'"
+    if len(name) > NAME_MAX:
+        return f"has {len(name)} characters, more than {NAME_MAX}"
+    return None
+
+
 def format_value(value: Any) -> str:
     """Spell an axis value the way it appears in a run folder name."""
     if isinstance(value, bool):

@@ -55,9 +55,14 @@ def points(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[dict[st
     wanted = search["samples"]
     size = _space_size([space[key] for key in keys])
     if size is not None and size < wanted:
+        rounding = (
+            f" (numbers are rounded to {SIGNIFICANT} significant digits)"
+            if any(kind in ("uniform", "loguniform") for key in keys for kind in space[key])
+            else ""
+        )
         raise SearchError(
             ("search", "samples"),
-            f"{wanted} distinct points asked, but search.space holds only {size}; "
+            f"{wanted} distinct points asked, but search.space holds only {size}{rounding}; "
             f"lower search.samples to {size} or widen search.space",
         )
     budget = 100 * wanted + 100
@@ -80,8 +85,8 @@ def points(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[dict[st
 
 
 def _space_size(distributions: list[Mapping[str, Any]]) -> int | None:
-    """How many distinct points the distributions can give; None where a range of numbers
-    makes that large (a few hundred values per factor of ten, once rounded)."""
+    """How many distinct points the distributions can give, counted without drawing any;
+    None where a range of numbers reaches 0, near which rounded values are countless."""
     size = 1
     for distribution in distributions:
         (kind, values), *_ = distribution.items()
@@ -90,8 +95,29 @@ def _space_size(distributions: list[Mapping[str, Any]]) -> int | None:
         elif kind == "int":
             size *= values[1] - values[0] + 1
         else:
-            return None
+            count = _rounded_count(*values)
+            if count is None:
+                return None
+            size *= count
     return size
+
+
+def _rounded_count(low: float, high: float) -> int | None:
+    """How many values a number drawn from [low, high] can have once `rounded`: every
+    number of `SIGNIFICANT` digits from rounded(low) to rounded(high), since rounding keeps
+    order and leaves such a number as it is; None where the range reaches 0."""
+    if low <= 0 <= high:
+        return None
+    if high < 0:
+        low, high = -high, -low
+    return _rank(rounded(high)) - _rank(rounded(low)) + 1
+
+
+def _rank(value: float) -> int:
+    """The place of a positive number of `SIGNIFICANT` digits among all of them, in order:
+    each power of ten holds 9 * 10^(SIGNIFICANT - 1) of them (1.00 to 9.99, 10.0 to 99.9)."""
+    mantissa, exponent = f"{value:.{SIGNIFICANT - 1}e}".split("e")
+    return 9 * 10 ** (SIGNIFICANT - 1) * int(exponent) + int(mantissa.replace(".", ""))
 
 
 def _is_number_key(spec: Mapping[str, Any]) -> bool:

@@ -134,6 +134,12 @@ class GridStatus:
         active = counts["running"] + counts["queued"]
         return not active and not self.snakemake_active
 
+    @property
+    def to_train(self) -> int:
+        """How many runs are still to train (a failed run waits for a person, not counted)."""
+        counts = self.counts
+        return sum(counts[state] for state in TO_TRAIN)
+
 
 def parse_config_values(entries: Iterable[str]) -> dict[str, Any]:
     """`--config key=value ...` read as Snakemake reads them (`snakemake.cli.parse_config`).
@@ -525,9 +531,14 @@ def main(args: argparse.Namespace) -> int:
         from rich.live import Live
 
         with Live(render(status, args.by == "setting"), console=console) as live:
-            while not status.over:
+            # Snakemake takes its lock only once it has planned, minutes for a large grid: a
+            # watch started meanwhile sees nothing at work, so until it has seen work it
+            # ends only on a grid with nothing left to train.
+            seen_work = not status.over
+            while not (status.over and (seen_work or not status.to_train)):
                 time.sleep(args.interval)
                 status = current()
+                seen_work = seen_work or not status.over
                 live.update(render(status, args.by == "setting"))
     except StatusError as err:
         print(f"reprogrid: {err}", file=sys.stderr)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from reprogrid import paths, provenance
 
@@ -258,10 +258,62 @@ def check(
             "WANDB_PROJECT in the environment or .env"
         )
     uri = tracking["mlflow"]["tracking_uri"]
-    if "mlflow" in trackers and uri and (urlsplit(uri).username or urlsplit(uri).password):
-        raise TrackingError(
-            "config key tracking.mlflow.tracking_uri: the URI holds credentials; remove them "
-            "and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
-            "MLFLOW_TRACKING_TOKEN) in the environment or .env"
-        )
+    if uri is not None:
+        check_tracking_uri(uri)
     return trackers
+
+
+# What MLflow tracks to besides a folder: a server, a file store, a database (SQLAlchemy's
+# dialects, optionally with a driver: postgresql+psycopg2).
+SERVER_SCHEMES = ("http", "https")
+STORE_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql")
+# Query parameters of a database URI that carry a secret.
+_SECRET_WORDS = ("password", "passwd", "pwd", "token", "secret", "credential", "auth")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a `tracking.mlflow.tracking_uri` MLflow cannot track to, or one holding a secret.
+
+    Checked whether or not MLflow is enabled: the report's tables quote the resolved config,
+    and an enabled export hands the URI to Snakemake's params, which its metadata and logs
+    keep. The messages never show the URI: it may hold a secret. Raises TrackingError.
+    """
+    key = "config key tracking.mlflow.tracking_uri"
+    if not uri.isprintable():
+        raise TrackingError(f"{key}: the URI holds a control character (a newline, say); remove it")
+    if "://" not in uri:
+        return  # a folder, as mlflow_export.store reads it
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 (reading the port is what checks it)
+    except ValueError as err:
+        raise TrackingError(
+            f"{key}: the URI is malformed ({err}); give http(s)://host[:port], a database URI "
+            "(sqlite:///path, postgresql://host/db) or a folder"
+        ) from None
+    scheme = parts.scheme.lower()
+    server = scheme in SERVER_SCHEMES
+    queried = [name.lower() for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    if (
+        parts.username
+        or parts.password
+        or (server and (parts.query or parts.fragment))
+        or any(word in name for name in queried for word in _SECRET_WORDS)
+    ):
+        raise TrackingError(
+            f"{key}: the URI holds credentials (a user:password@, a token or a query string); "
+            "remove them and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+            "MLFLOW_TRACKING_TOKEN) in the environment or .env, or for a database its client's "
+            "own (PGPASSWORD, ~/.pgpass)"
+        )
+    if not server and scheme.split("+", 1)[0] not in STORE_SCHEMES:
+        raise TrackingError(
+            f"{key}: MLflow does not track to the scheme {parts.scheme!r}; use "
+            f"{' or '.join(SERVER_SCHEMES)}, a database ({', '.join(STORE_SCHEMES[1:])}), "
+            "file:// or a folder"
+        )
+    if server and (not parts.hostname or any(char.isspace() for char in parts.netloc)):
+        given = f", not {parts.hostname!r}" if parts.hostname else ""
+        raise TrackingError(
+            f"{key}: a {scheme} URI needs a host without spaces{given}; give {scheme}://host[:port]"
+        )
