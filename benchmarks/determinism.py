@@ -22,16 +22,18 @@ from pathlib import Path
 
 import torch
 
-from reprogrid import checkpoint, data, grid, training
-from reprogrid import config as configuration
+from reprogrid.config import schema as config_schema
+from reprogrid.datasets import data
+from reprogrid.plan import grid
 from reprogrid.tasks import runtime
+from reprogrid.train import checkpoint, training
 
 REPO = Path(__file__).resolve().parents[1]
 # The schema's training defaults: the run a user gets unless the config says otherwise.
 # The built-in IDX task, which the benchmark trains as the train job does.
 TASK = runtime.open_task("idx_classification")
 DEFAULTS = grid.train_defaults(
-    configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
+    config_schema.load_schema(REPO / "workflow/schemas/config.schema.yaml")
 )
 
 

@@ -35,14 +35,19 @@ sys.path.insert(0, str(REPO / "src"))
 
 import yaml  # noqa: E402
 
-from reprogrid import checkpoint, data, grid, training  # noqa: E402
-from reprogrid import config as configuration  # noqa: E402
+from reprogrid.config import schema as config_schema  # noqa: E402
+from reprogrid.datasets import data  # noqa: E402
+from reprogrid.plan import grid  # noqa: E402
 from reprogrid.tasks import runtime  # noqa: E402
+from reprogrid.train import (  # noqa: E402
+    checkpoint,
+    training,
+)
 
 # The built-in IDX task, which the benchmark trains as the train job does.
 TASK = runtime.open_task("idx_classification")
 DEFAULTS = grid.train_defaults(
-    configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
+    config_schema.load_schema(REPO / "workflow/schemas/config.schema.yaml")
 )
 TARGET = 0.90
 GRID = {"seed": [0, 1, 2], "arch": ["mlp", "cnn", "speedcnn"], "lr": [0.001, 0.003, 0.01]}

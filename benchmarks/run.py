@@ -104,9 +104,10 @@ def _train_count(work: Path) -> int:
 
 
 def _speedrun_config() -> dict[str, Any]:
-    from reprogrid import config as configuration
+    from reprogrid.config import resolve as configuration
+    from reprogrid.config import schema as config_schema
 
-    schema = configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
+    schema = config_schema.load_schema(REPO / "workflow/schemas/config.schema.yaml")
     return configuration.resolve(
         schema,
         REPO / "config/config.yaml",
@@ -146,7 +147,7 @@ def _progress(row: dict[str, Any]) -> None:
 
 def grid_efficiency(work: Path, raw_dir: str, cores: int) -> dict[str, Any]:
     """Train the default grid on `cores` cores; how much of cores x wall went into training."""
-    from reprogrid import provenance
+    from reprogrid.record import provenance
 
     config = ["--config", f"data={{dataset: fashion-mnist, raw_dir: {raw_dir}}}"]
     snakemake(work, "--cores", str(cores), "--until", "prepare_data", *config)

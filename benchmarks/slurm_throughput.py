@@ -10,7 +10,7 @@ mode, each in a fresh copy of the project with its data already prepared:
 - `per-run`: `snakemake --profile profiles/slurm --until train ...`, one Slurm job a run;
 - `arrays`: the same with `--profile profiles/slurm/arrays` on top, the runs as array tasks.
 
-Both add the site values the Slurm tests add (tests/test_slurm.py `site_arguments`: no
+Both add the site values the Slurm tests add (tests/workflow/test_slurm.py `site_arguments`: no
 account, the test partition, `train:gpu=0`, env-modules in place of conda, squeue for job
 states, first status check after 5 s); everything else is the profiles' own. From the
 controller's log (slurmctld.log, millisecond timestamps) each mode reports the time from
@@ -40,7 +40,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-sys.path[:0] = [str(REPO / "src"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "src"), str(REPO / "tests"), str(REPO / "tests/workflow")]
 
 from test_slurm import site_arguments  # noqa: E402
 

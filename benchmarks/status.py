@@ -4,12 +4,12 @@
 
 A scratch workflow folder gets the project's config/ and schema and a config file whose grid
 is 2 archs x 50 learning rates x 100 seeds = 10,000 runs of 10 epochs. Its run folders are
-synthesised, not trained: 7,000 done (metrics.json), 200 diverged, 500 running (train.log
-with epoch lines, Snakemake's incomplete marker), 300 failed (train.log ending in a
-traceback), 2,000 pending (no folder). Measured: the wall seconds of the whole command
-(`python -m reprogrid.cli status`, interpreter start included), one line per run and
-`--by setting`, output to a file and to a terminal-like stream with colours (FORCE_COLOR);
-the median of `--repeats` runs each.
+synthesised, not trained: 7,000 done (metrics.json, history.csv, provenance.json), 200
+diverged, 500 running (train.log with epoch lines, Snakemake's incomplete marker), 300
+failed (train.log ending in a traceback), 2,000 pending (no folder). Measured: the wall
+seconds of the whole command (`python -m reprogrid.commands.cli status`, interpreter start
+included), one line per run and `--by setting`, output to a file and to a terminal-like
+stream with colours (FORCE_COLOR); the median of `--repeats` runs each.
 """
 
 from __future__ import annotations
@@ -31,13 +31,20 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from reprogrid import logs, paths  # noqa: E402
+from reprogrid.plan import paths  # noqa: E402
+from reprogrid.record import (  # noqa: E402
+    atomic,
+    logs,
+)
 
 EXPERIMENT = "bench"
 ARCHS = ["mlp", "cnn"]
 LRS = [round(0.0001 * (i + 1), 4) for i in range(50)]
 SEEDS = list(range(100))
 EPOCHS = 10
+# A finished run's curve and a record of a run's size (status checks how each ends).
+HISTORY = "epoch,train_loss,val_acc\n" + "".join(f"{k},0.3,0.9\n" for k in range(1, EPOCHS + 1))
+RECORD = atomic.json_text({"format": 4, "packages": {f"package{i}": "1.0" for i in range(190)}})
 
 
 def synthesise(root: Path) -> Path:
@@ -64,11 +71,21 @@ def synthesise(root: Path) -> Path:
             status = "diverged" if kind < 2 else "ok"
             metrics = {"status": status, "epochs_run": EPOCHS, "train_seconds": 31.5}
             (folder / "metrics.json").write_text(json.dumps(metrics))
+            (folder / "history.csv").write_text(HISTORY)
+            (folder / paths.PROVENANCE).write_text(RECORD)
             continue
-        attempt = f"{stamp} INFO {logs.ATTEMPT_LINE % (run, 'cpu', 1)}\n"
+        attempt = f"{stamp} INFO {logs.ATTEMPT_LINE % (f'{index:012x}', run, 'cpu', 1)}\n"
         epochs = "".join(
             f"{stamp} INFO "
-            + logs.EPOCH_LINE % (k, EPOCHS, 0.3, 0.9, 0.9, 3.1, logs.duration(3.1 * (EPOCHS - k)))
+            + logs.EPOCH_LINE
+            % (
+                k,
+                EPOCHS,
+                0.3,
+                "val_acc 0.9000 val_loss 0.9000",
+                3.1,
+                logs.duration(3.1 * (EPOCHS - k)),
+            )
             + "\n"
             for k in range(1, 4)
         )
@@ -98,7 +115,15 @@ def time_status(root: Path, config: Path, args: list[str], colour: bool, repeats
     for _ in range(repeats):
         tick = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "reprogrid.cli", "status", "--configfile", str(config), *args],
+            [
+                sys.executable,
+                "-m",
+                "reprogrid.commands.cli",
+                "status",
+                "--configfile",
+                str(config),
+                *args,
+            ],
             cwd=root,
             env=env,
             capture_output=True,

@@ -27,10 +27,19 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
 import mlflow_server  # noqa: E402
-from reprogrid import atomic, devices, paths, provenance, tracking, training  # noqa: E402
-from reprogrid import config as configuration  # noqa: E402
+from reprogrid import tracking  # noqa: E402
+from reprogrid.config import schema as config_schema  # noqa: E402
+from reprogrid.plan import grid, paths  # noqa: E402
+from reprogrid.record import (  # noqa: E402
+    atomic,
+    provenance,
+)
 from reprogrid.tasks import spec as taskspec  # noqa: E402
 from reprogrid.tracking import mlflow_export  # noqa: E402
+from reprogrid.train import (  # noqa: E402
+    devices,
+)
+from reprogrid.train import outputs as run_outputs  # noqa: E402
 
 EXPERIMENT = "bench"
 # The built-in task's metrics, and the learning curve's columns after `epoch`, as it writes them.
@@ -46,8 +55,8 @@ HISTORY_COLUMNS = (
 
 def synthesise(root: Path, runs: int, epochs: int, seed: int) -> list[Path]:
     """`runs` finished run folders under `root`, as the train job leaves them."""
-    schema = configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
-    defaults = configuration.train_defaults(schema)
+    schema = config_schema.load_schema(REPO / "workflow/schemas/config.schema.yaml")
+    defaults = grid.train_defaults(schema)
     rng = random.Random(seed)
     folders = []
     for index in range(runs):
@@ -62,18 +71,21 @@ def synthesise(root: Path, runs: int, epochs: int, seed: int) -> list[Path]:
             }
             for epoch in range(1, epochs + 1)
         ]
-        atomic.write_text(folder / "history.csv", training.history_csv(history))
         best = history[-1]
-        atomic.write_json(
-            folder / "metrics.json",
-            {
-                "status": "ok",
-                **{key: best[key] for key in METRICS.run_keys()},
-                "best_epoch": epochs,
-                "epochs_run": epochs,
-                "train_seconds": sum(row["epoch_seconds"] for row in history),
-            },
-        )
+        outputs = {
+            "history.csv": run_outputs.history_csv(history).encode(),
+            "metrics.json": atomic.json_text(
+                {
+                    "status": "ok",
+                    **{key: best[key] for key in METRICS.run_keys()},
+                    "best_epoch": epochs,
+                    "epochs_run": epochs,
+                    "train_seconds": sum(row["epoch_seconds"] for row in history),
+                }
+            ).encode(),
+        }
+        for name, content in outputs.items():
+            atomic.write_bytes(folder / name, content)
         code = {
             "commit": "0" * 40,
             "dirty": False,
@@ -105,6 +117,8 @@ def synthesise(root: Path, runs: int, epochs: int, seed: int) -> list[Path]:
             resumed_from_epoch=None,
             model_parameters=0,
             target=str(folder / "metrics.json"),
+            job_id=f"{len(folders):012x}",
+            outputs=outputs,
         ).write(folder / "provenance.json")
         folders.append(folder)
     return folders

@@ -2,8 +2,8 @@
 
 import sys
 
-from reprogrid.logs import setup_logging
-from reprogrid.paths import RunFiles
+from reprogrid.plan.paths import RunFiles
+from reprogrid.record.logs import setup_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])
@@ -16,7 +16,12 @@ sys.exit(
         run_files=[
             (run, RunFiles(*files))
             for run, *files in zip(
-                sm.params.runs, sm.input.metrics, sm.input.history, sm.input.provenance, strict=True
+                sm.params.runs,
+                sm.input.metrics,
+                sm.input.history,
+                sm.input.provenance,
+                sm.input.model,
+                strict=True,
             )
         ],
         axes=sm.params.axes,

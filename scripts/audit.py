@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from reprogrid.logs import setup_logging
-from reprogrid.paths import RunFiles
+from reprogrid.plan.paths import RunFiles
+from reprogrid.record.logs import setup_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])

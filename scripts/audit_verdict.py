@@ -2,12 +2,12 @@
 
 import sys
 
-from reprogrid.logs import setup_logging
+from reprogrid.record.logs import setup_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])
 
 # Imported once the log is set up, so that even a failing import lands in the rule log.
-from reprogrid.audit import conclude  # noqa: E402
+from reprogrid.analysis.audit import conclude  # noqa: E402
 
 sys.exit(conclude(table=sm.input.table, html_page=sm.input.html, passed=sm.output.passed))

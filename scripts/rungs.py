@@ -2,7 +2,7 @@
 
 import sys
 
-from reprogrid.logs import setup_logging
+from reprogrid.record.logs import setup_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])

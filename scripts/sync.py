@@ -3,13 +3,13 @@ under it; deletes there only when sync.delete is true."""
 
 import logging
 
-from reprogrid.logs import setup_logging
+from reprogrid.record.logs import setup_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])
 
 # Imported once the log is set up, so that even a failing import lands in the rule log.
-from reprogrid import remote  # noqa: E402
+from reprogrid.commands import remote  # noqa: E402
 
 for folder in sm.params.folders:
     destination = remote.join(sm.params.remote, folder)

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from reprogrid.jobs.track import track_job
-from reprogrid.logs import setup_logging
+from reprogrid.record.logs import setup_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reprogrid import catalog, data
+from reprogrid.datasets import catalog, data
 
 ARCHS = ("vae",)
 PARAMS = {"latent": 20, "hidden": 400}

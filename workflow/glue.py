@@ -12,9 +12,10 @@ import shutil
 from pathlib import Path
 from typing import IO
 
-from reprogrid import paths
-from reprogrid.config import DEBUG_EXPERIMENT
-from reprogrid.config_errors import ConfigError, shown
+from reprogrid.config.errors import ConfigError, shown
+from reprogrid.config.resolve import DEBUG_EXPERIMENT
+from reprogrid.plan import paths
+from reprogrid.train import lifeline
 
 
 def export_pythonpath(src: str) -> None:
@@ -31,6 +32,12 @@ def export_pythonpath(src: str) -> None:
 def export_interpreter(python: str) -> None:
     """Name the Python that runs the train command, as $REPROGRID_PYTHON for child processes."""
     os.environ["REPROGRID_PYTHON"] = python
+
+
+def export_controller() -> None:
+    """Name this Snakemake process as $REPROGRID_CONTROLLER for the jobs it starts, so a
+    local training job stops when this process is killed (`reprogrid.train.lifeline`)."""
+    os.environ[lifeline.CONTROLLER_ENV] = str(os.getpid())
 
 
 def export_container(image: str | None) -> None:

@@ -16,6 +16,8 @@ rule aggregate:
         metrics=when_decided(run_outputs, "metrics.json"),
         provenance=when_decided(run_outputs, "provenance.json"),
         history=when_decided(run_outputs, "history.csv"),
+        # Read for its sha256 alone: a model.pt cut short is a damaged run, never summarised.
+        model=when_decided(run_outputs, "model.pt"),
         rungs=search_outputs("rungs.csv"),
     output:
         runs=paths.summary_file(EXPERIMENT, "runs.csv"),

@@ -1,5 +1,6 @@
 # Configuration, the grid and every path of this experiment; rules below only declare.
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -10,12 +11,19 @@ ROOT = Path(workflow.current_basedir).parents[1]
 SRC = str(ROOT / "src")
 sys.path[:0] = [SRC, str(ROOT / "workflow")]
 import glue
-from reprogrid import audit as auditing
-from reprogrid import catalog, fingerprint, grid, halving, paths, rawfiles, remote
-from reprogrid import config as configuration
-from reprogrid.config_errors import ConfigError
+from reprogrid.analysis import audit as auditing
+from reprogrid.commands import remote
+from reprogrid.config import checks
+from reprogrid.config import data as config_data
+from reprogrid.config import resolve as configuration
+from reprogrid.config import schema as config_schema
+from reprogrid.config.errors import ConfigError
+from reprogrid.datasets import catalog, rawfiles
+from reprogrid.plan import fingerprint, grid, halving, paths
+from reprogrid.record import atomic
 
 glue.export_pythonpath(SRC)
+glue.export_controller()
 
 # The interpreter of the train command ($REPROGRID_PYTHON): inside a conda env or container,
 # that env's `python`; otherwise the one running Snakemake, which has torch.
@@ -31,7 +39,7 @@ glue.export_interpreter(
 CONFIG_DIR = Path("config") if Path("config/config.yaml").is_file() else ROOT / "config"
 try:
     RESOLUTION = configuration.resolve_with_sources(
-        configuration.load_schema(ROOT / "workflow/schemas/config.schema.yaml"),
+        config_schema.load_schema(ROOT / "workflow/schemas/config.schema.yaml"),
         CONFIG_DIR / "config.yaml",
         CONFIG_DIR / "experiments",
         workflow.config_settings.configfiles,
@@ -69,7 +77,7 @@ class JsonParam(dict):
 EXPERIMENT = config["experiment"]
 # The IDX data set of the built-in IDX task, whose files are checked against it; None for
 # any other task, whose load reads data.raw_dir as it is.
-DATASET = config["data"]["dataset"] if configuration.is_idx_task(RESOLUTION) else None
+DATASET = config["data"]["dataset"] if config_data.is_idx_task(RESOLUTION) else None
 # Where the prepared data of this task and data go: per data set, or per task.
 DATA_NAME = DATASET or TASK.slug
 # The raw files checked as the data job checks them, and the key of their prepared data.
@@ -90,7 +98,13 @@ except rawfiles.DataError as error:
 # What every job reading the task's metrics is given: their names and directions (a plain
 # dict: a script's params are pickled, and a class of this file would not unpickle).
 METRICS = dict(TASK.metrics.directions)
-RUNS = grid.expand_grid(config, SCHEMA)
+# The value each axis leaves out of run ids, as this experiment first trained with it: a
+# default edited since renames no run folder (config/README.md, "Run identity").
+try:
+    KEPT_IDS = grid.read_id_defaults(EXPERIMENT)
+except grid.RunNamesError as error:
+    sys.exit(f"reprogrid: {error}")
+RUNS = grid.expand_grid(config, SCHEMA, KEPT_IDS)
 TASK_SEARCH = fingerprint.task_search(TASK.path)
 TRAIN = config["resources"]
 # Successive halving (key `halving`): the epochs each rung trains to, the last one every
@@ -179,13 +193,42 @@ def check_gpus_here():
         )
         fix = "--config resources='{gpu: 0}'"
     try:
-        configuration.check_local_gpus(gpus, asked, fix)
+        checks.check_local_gpus(gpus, asked, fix)
     except ConfigError as error:
         sys.exit(f"reprogrid: {error}")
 
 
+def check_run_folders():
+    """Before the first job, refuse a run folder (or a folder above it, below the
+    experiment's) that is a symbolic link: its job would write wherever the link leads.
+    """
+    for job in workflow.dag.needrun_jobs():
+        if "run" in job.wildcards.keys():
+            folder = paths.run_dir(EXPERIMENT, job.wildcards.run)
+            link = paths.link_below(paths.experiment_dir(EXPERIMENT), folder)
+            if link is not None:
+                sys.exit(
+                    f"reprogrid: {link} is a symbolic link (to {os.readlink(link)}); the jobs "
+                    f"of run {job.wildcards.run} write only into folders of the project: "
+                    "remove the link (move what it leads to into its place if it is yours) "
+                    "and run Snakemake again"
+                )
+
+
+def keep_id_defaults():
+    """Write the experiment's record of the values its run ids leave out, before any run
+    is trained under those names, where this config adds an axis it lacks."""
+    record = grid.id_defaults_to_keep(config, SCHEMA, KEPT_IDS)
+    if record is not None:
+        path = Path(paths.id_defaults_file(EXPERIMENT))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(path, record)
+
+
 onstart:
     check_gpus_here()
+    check_run_folders()
+    keep_id_defaults()
 
 
 def runs_entering(rung):
@@ -229,9 +272,19 @@ def run_params(wildcards):
     """The run's training parameters, as the train command passes them (JSON); a run outside
     the grid stops Snakemake in one line."""
     if wildcards.run not in RUNS:
-        why = grid.unknown_run(wildcards.run, RESOLUTION, SCHEMA)
+        why = grid.unknown_run(wildcards.run, RESOLUTION, SCHEMA, KEPT_IDS)
         sys.exit(f"reprogrid: {why}")
     return JsonParam(RUNS[wildcards.run])
+
+
+def train_device(wildcards):
+    """The kind of device a run trains on: "cuda" where its job asks for a GPU (config key
+    resources.gpu, or --set-resources train:gpu=N), else "cpu". A param of wildcards alone,
+    so that Snakemake's params trigger compares it (a param reading the job's resources does
+    not count)."""
+    overrides = (workflow.resource_settings.overwrite_resources or {}).get("train", {})
+    gpus = overrides["gpu"] if "gpu" in overrides else TRAIN["gpu"]
+    return "cuda" if int(getattr(gpus, "value", gpus)) > 0 else "cpu"
 
 
 def train_outputs(wildcards, output):
@@ -241,6 +294,13 @@ def train_outputs(wildcards, output):
     if "epochs" in wildcards.keys():
         flags.insert(0, f"--until {int(wildcards.epochs)}")
     return " ".join(flags)
+
+
+def train_workers(wildcards, resources):
+    """The DataLoader workers of a job whose task reads Datasets (`resources.workers`). A
+    param that reads the job's resources is one Snakemake's params trigger leaves out: the
+    worker count changes no result, so changing it plans nothing again."""
+    return config["resources"]["workers"]
 
 
 def train_priority(wildcards):

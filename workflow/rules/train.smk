@@ -31,9 +31,14 @@ rule train:
             split_seed=config["data"]["split_seed"],
         ),
         code=CODE["train"],
+        # What else decides the run's arithmetic, so part of its identity: the threads torch
+        # splits its sums over and the kind of device (config/README.md, "Run identity").
+        threads=TRAIN["threads"],
+        device=train_device,
         # What the job writes, as its flags: a rung of a search (train_rung, which is this
         # rule with other outputs) also says the epoch it stops at.
         outputs=train_outputs,
+        workers=train_workers,
     message:
         "Training {wildcards.run} ({threads} thread(s), {resources.gpu} GPU(s), "
         "{resources.mem_mb} MB, {resources.runtime} min)"
@@ -41,4 +46,5 @@ rule train:
         '"$REPROGRID_PYTHON" -m reprogrid.jobs.train --run {wildcards.run:q} --task {params.task:q}'
         " --params {params.train:q} --experiment {params.experiment:q} --split {params.split:q}"
         " --data {input.data:q} --checks {input.checks:q} --log {log:q} {params.outputs}"
-        " --threads {threads} --gpus {resources.gpu} --code {params.code:q}"
+        " --threads {params.threads} --gpus {resources.gpu} --code {params.code:q}"
+        " --workers {params.workers}"

@@ -10,7 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from reprogrid import atomic, collect, halving, paths, provenance, stats
+from reprogrid.analysis import collect, stats
+from reprogrid.plan import halving, paths
+from reprogrid.record import atomic, capture, provenance
 from reprogrid.tasks.spec import Metrics
 
 log = logging.getLogger("reprogrid")
@@ -44,7 +46,9 @@ def aggregate_job(
     `run_files` pairs each run id with the files of it the rule declares. `repo` is the
     workflow's checkout: the conclusion warns about runs whose recorded commit is not the
     one checked out there now. A run record that cannot be read (one of an older
-    reprogrid, kept by `--rerun-triggers` without `params`) ends the job in one line: 1.
+    reprogrid, kept by `--rerun-triggers` without `params`) or a damaged run (a file cut
+    short, garbled or of another job: `damage.check_run`, model.pt by its sha256) ends the
+    job in one line naming the file: 1.
     """
     table_of = Metrics(dict(metrics))
     try:
@@ -70,7 +74,7 @@ def aggregate_job(
                 comparisons, analysis["criterion"], analysis["alpha"], table_of
             ),
             "selection": stats.selection_warnings(best, axes),
-            "code_versions": stats.code_versions(table, provenance.git_state(repo)),
+            "code_versions": stats.code_versions(table, capture.git_state(repo)),
             "runs": len(table),
             "ok": int((table["status"] == "ok").sum()),
             "diverged": int((table["status"] == "diverged").sum()),
@@ -97,7 +101,7 @@ def figures_job(
     """The grid's figures as PNG and PDF, and one learning-curve figure per run: curves of
     every one of the task's `metrics`, the heatmap and seed spread of `metric` (the test
     column the architectures are compared on)."""
-    from reprogrid import plots
+    from reprogrid.analysis import plots
 
     table_of = Metrics(dict(metrics))
     history_table = pd.read_csv(histories)
@@ -136,7 +140,7 @@ def tables_job(
     `metrics` are the task's metric names and directions, `metric` the test column the
     architectures are compared on.
     """
-    from reprogrid import reporting
+    from reprogrid.analysis import reporting
 
     table_of = Metrics(dict(metrics))
     confidence = config["analysis"]["confidence"]
@@ -194,7 +198,7 @@ def _write_thesis_files(
     outputs: Mapping[str, str],
 ) -> None:
     """The LaTeX tables and the Markdown summary a thesis takes over as they are."""
-    from reprogrid import reporting
+    from reprogrid.analysis import reporting
 
     atomic.write_text(
         outputs["summary_tex"],

@@ -10,10 +10,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reprogrid import atomic, audit, data, devices, paths, provenance, training
-from reprogrid.logs import setup_logging
+from reprogrid.analysis import audit
+from reprogrid.datasets import data
+from reprogrid.plan import paths
+from reprogrid.record import atomic, capture, damage, provenance
+from reprogrid.record.logs import setup_logging
 from reprogrid.tasks import spec as taskspec
 from reprogrid.tasks.runtime import Task
+from reprogrid.train import checkpoint, devices, training
+from reprogrid.train import outputs as run_outputs
 
 log = logging.getLogger("reprogrid")
 
@@ -56,10 +61,8 @@ def retrain(
         device=device,
     )
     files = paths.files_in(folder)
-    training.write_outputs(
-        result,
-        cfg=cfg.train,
-        described=task.describe(prepared),
+    run_outputs.write_outputs(
+        run_outputs.output_files(result, cfg=cfg.train, described=task.describe(prepared)),
         model_path=files.model,
         history_path=files.history,
         metrics_path=files.metrics,
@@ -72,7 +75,7 @@ def audit_html(rows: Sequence[Mapping[str, Any]]) -> str:
     """The audit table as a report page, with the verdict first."""
     import pandas as pd
 
-    from reprogrid import reporting
+    from reprogrid.analysis import reporting
 
     failed = [row["run"] for row in rows if not row["passed"]]
     if failed:
@@ -107,17 +110,27 @@ def audit_job(
 ) -> int:
     """Retrain each stored run in `scratch` and write the pass/fail table (CSV and HTML).
 
-    `stored` pairs each audited run id with its files, as the rule declares them.
+    `stored` pairs each audited run id with its files, as the rule declares them. A stored
+    run whose files do not parse (`damage.check_whole`, `checkpoint.check_weights`: a
+    model.pt cut short, say) or prepared data that are not ours end the job in one line
+    before anything trains: 1.
     """
     setup_logging(log_path)
-    device, gpu_lock = devices.select_device(gpus)
     task = Task.open(taskspec.read(task_name))
-    prepared = data.load_prepared(prepared_path)
+    try:
+        records = {run: damage.check_whole(files)[0] for run, files in stored}
+        for _, files in stored:
+            checkpoint.check_weights(files.model)
+        prepared = data.open_prepared(task, prepared_path)
+    except (provenance.ProvenanceError, data.DataError, taskspec.TaskError) as err:
+        log.error("reprogrid: %s", err)
+        return 1
+    device, gpu_lock = devices.select_device(gpus)
     prepared_sha = json.loads(Path(checks_path).read_text())["prepared_sha256"]
-    commit = provenance.git_state(repo_dir)["commit"]
+    commit = capture.git_state(repo_dir)["commit"]
     rows = []
     for run, files in stored:
-        record = provenance.read(files.provenance)
+        record = records[run]
         folder = Path(scratch) / run
         log.info("auditing %s: retraining it in %s", run, folder)
         retrained = retrain(record, task, prepared, folder, device)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from reprogrid import atomic, data, fingerprint, rawfiles
-from reprogrid.logs import setup_logging
+from reprogrid.datasets import data, rawfiles
+from reprogrid.plan import fingerprint
+from reprogrid.record import atomic
+from reprogrid.record.logs import setup_logging
 from reprogrid.tasks import spec as taskspec
 
 log = logging.getLogger("reprogrid")
@@ -34,8 +36,11 @@ def prepare_data_job(
     setup_logging(log_path)
     try:
         _prepare(task, dataset, raw_dir, verify, key, download_dir, prepared_path, checks_path)
-    except (data.DataError, taskspec.TaskError) as err:
+    except data.DataError as err:
         log.error("%s", err)
+        return 1
+    except taskspec.TaskError as err:
+        log.error("reprogrid: %s", err)
         return 1
     except Exception:
         log.exception("preparing the data of task %s failed", task)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from reprogrid import atomic, halving
+from reprogrid.plan import halving
+from reprogrid.record import atomic
 from reprogrid.tasks.spec import Metrics
 
 log = logging.getLogger("reprogrid")
@@ -66,7 +67,7 @@ def rung_figure_job(
 ) -> int:
     """The figure of the rungs: each setting's `metric` at every rung it reached, ending at
     the finished settings' over seeds (from runs.csv), labelled by the task's `metrics`."""
-    from reprogrid import plots
+    from reprogrid.analysis import plots
 
     figure = plots.search_rungs(
         pd.read_csv(rungs), pd.read_csv(runs), Metrics(dict(metrics)), metric, max_epochs

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reprogrid import atomic, tracking
+from reprogrid import tracking
+from reprogrid.record import atomic
 
 log = logging.getLogger("reprogrid")
 
@@ -37,7 +38,7 @@ def track_job(
                 f"config key tracking.{tracker}.enabled is false; set it to true to export"
             )
         tracking.load_dotenv()
-        runs = [tracking.load_run(folder) for folder in run_dirs]
+        runs = [tracking.load_run(folder, with_model=settings["log_model"]) for folder in run_dirs]
         if tracker == "mlflow":
             from reprogrid.tracking import mlflow_export as exporter
         else:

@@ -6,24 +6,32 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reprogrid import atomic, eager, fingerprint, logs, paths, provenance
+from reprogrid.plan import fingerprint, paths
+from reprogrid.record import atomic, capture, logs, provenance
 from reprogrid.tasks import spec as taskspec
+from reprogrid.train import claim, eager, lifeline
 
 if TYPE_CHECKING:
     from reprogrid.tasks.runtime import Task
-    from reprogrid.training import RunResult
+    from reprogrid.train.training import RunResult
 
 log = logging.getLogger("reprogrid")
 
 # Exit status of a job stopped by SIGTERM after saving its checkpoint (128 + 15, as a shell says).
 STOPPED_EXIT = 143
+# Exit status of a job refused its run because another job holds it.
+CLAIMED_EXIT = 1
+# How long a job waits for the run's holder to end before refusing: a job whose Snakemake
+# was just killed needs a moment to save its checkpoint (`lifeline.POLL_SECONDS`, a batch).
+CLAIM_WAIT_SECONDS = 5.0
 
 # The checkout this module runs from: its commit is the code that trains.
 REPO = Path(__file__).resolve().parents[3]
@@ -36,7 +44,7 @@ def code_state(repo_dir: str, task: taskspec.TaskSpec) -> dict[str, Any]:
     """The code as it is now: the checkout's git state and the fingerprint of the job and
     its task (`fingerprint.of_job`)."""
     return {
-        **provenance.git_state(repo_dir),
+        **capture.git_state(repo_dir),
         "fingerprint": fingerprint.of_job(JOB, task.path),
     }
 
@@ -56,9 +64,13 @@ class TrainJob:
     threads: int
     gpus: int
     repo_dir: str
+    # DataLoader workers of a task whose `load` returns Datasets (resources.workers).
+    workers: int = 0
     planned_code: str | None = None
     # A rung of a search: train to this epoch only and write `outputs["rung"]`.
     until: int | None = None
+    # This job's id: its train.log attempt line, its checkpoints and the record name it.
+    id: str = field(default_factory=lambda: secrets.token_hex(6))
 
     @property
     def run_dir(self) -> Path:
@@ -113,7 +125,7 @@ def code_at_end(code: Mapping[str, Any], repo_dir: str, task: taskspec.TaskSpec)
     """The code as the job ends; a change since `code` is warned in the log (and flagged in
     the record, `code.at_end`)."""
     at_end = code_state(repo_dir, task)
-    if not (provenance.same_code(code, at_end) and code["fingerprint"] == at_end["fingerprint"]):
+    if not (capture.same_code(code, at_end) and code["fingerprint"] == at_end["fingerprint"]):
         log.warning(
             "the code changed while this run trained: commit %s (dirty: %s, code %s) at the "
             "start, commit %s (dirty: %s, code %s) at the end; the record names the start's",
@@ -135,17 +147,14 @@ def write_patch(patch: Path, diff: str) -> None:
         patch.unlink(missing_ok=True)
 
 
-def write_run(
-    job: TrainJob, result: RunResult, record: provenance.Provenance, described: Mapping[str, Any]
-) -> None:
-    """Write the run's provenance and outputs (the metrics, its seal, last); drop its checkpoint."""
-    from reprogrid import training
+def write_run(job: TrainJob, files: dict[str, bytes], record: provenance.Provenance) -> None:
+    """Write the run's provenance and outputs (`files`, whose sha256 the record names; the
+    metrics, its seal, last); drop its checkpoint."""
+    from reprogrid.train import outputs as run_outputs
 
     record.write(job.outputs["provenance"])
-    training.write_outputs(
-        result,
-        cfg=job.params,
-        described=described,
+    run_outputs.write_outputs(
+        files,
         model_path=job.outputs["model"],
         history_path=job.outputs["history"],
         metrics_path=job.outputs["metrics"],
@@ -158,7 +167,7 @@ def write_rung(
 ) -> None:
     """Write what the run reached at its rung: the metrics it would report had it stopped
     here, its curve so far and its training seconds; the checkpoint stays for the next rung."""
-    from reprogrid import halving
+    from reprogrid.plan import halving
 
     until = job.until
     atomic.write_json(
@@ -193,9 +202,9 @@ def train_job(job: TrainJob) -> int:
     """
     # Imported here, once the command has set up the log, so a broken environment's
     # ImportError lands in the rule log with its traceback.
-    from reprogrid import devices
+    from reprogrid.train import devices
 
-    started = provenance.now()
+    started = capture.now()
     spec = taskspec.read(job.task)
     code = code_at_start(job.repo_dir, spec, job.planned_code)
     device, gpu_lock = devices.select_device(job.gpus)
@@ -210,14 +219,19 @@ def _train_on(
     job: TrainJob, spec: taskspec.TaskSpec, device: str, code: Mapping[str, Any], started: str
 ) -> int:
     """`train_job` on `device`, once it is held."""
-    from reprogrid import data, devices, training
+    from reprogrid.datasets import data
     from reprogrid.tasks.runtime import Task
+    from reprogrid.train import training
 
-    log.info(logs.ATTEMPT_LINE, job.run, device, job.threads)
+    log.info(logs.ATTEMPT_LINE, job.id, job.run, device, job.threads)
 
     task = Task.open(spec)
     load_tick = time.perf_counter()
-    prepared = data.load_prepared(job.prepared_path)
+    try:
+        prepared = data.open_prepared(task, job.prepared_path)
+    except (data.DataError, taskspec.TaskError) as error:
+        log.error("reprogrid: %s", error)
+        return 1
     log.info("data loaded in %.3f s", time.perf_counter() - load_tick)
     checks = json.loads(Path(job.checks_path).read_text())
     try:
@@ -234,6 +248,8 @@ def _train_on(
             data_sha256=checks["prepared_sha256"],
             code=code["fingerprint"],
             until=job.until,
+            job=job.id,
+            workers=job.workers,
         )
     except training.Stopped as stop:
         log.info("%s", stop)
@@ -246,8 +262,29 @@ def _train_on(
         log.info("run %s reached epoch %d: %s", job.run, job.until, result.metrics["status"])
         return 0
 
+    land_run(job, spec, task.describe(prepared), result, checks, code, device, started)
+    log.info("run %s finished: %s", job.run, result.metrics)
+    return 0
+
+
+def land_run(
+    job: TrainJob,
+    spec: taskspec.TaskSpec,
+    described: Mapping[str, Any],
+    result: RunResult,
+    checks: Mapping[str, Any],
+    code: Mapping[str, Any],
+    device: str,
+    started: str,
+) -> None:
+    """Write a finished run: its uncommitted diff, its record (naming this job and the
+    sha256 of each output) and its outputs."""
+    from reprogrid.train import devices
+    from reprogrid.train import outputs as run_outputs
+
     at_end = code_at_end(code, job.repo_dir, spec)
     write_patch(job.run_dir / paths.DIFF_PATCH, code["diff"])
+    files = run_outputs.output_files(result, cfg=job.params, described=described)
     record = provenance.build_record(
         run=job.run,
         experiment=job.experiment,
@@ -264,10 +301,10 @@ def _train_on(
         resumed_from_epoch=result.resumed_from,
         model_parameters=result.parameters,
         target=job.outputs["metrics"],
+        job_id=job.id,
+        outputs=files,
     )
-    write_run(job, result, record, task.describe(prepared))
-    log.info("run %s finished: %s", job.run, result.metrics)
-    return 0
+    write_run(job, files, record)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     A command rather than a `script:` because Snakemake reads a script's source once per
     job while planning, a third of the dry-run time of a 10,000-run grid
     (docs/benchmarks.md). Mappings (`--params`, `--split`) arrive as JSON.
+
+    The job claims its run folder first (`reprogrid.train.claim`) and holds it to the end; while
+    another job holds it, this one says so in one line and exits with `CLAIMED_EXIT`.
+    Started by a local Snakemake, it stops when that Snakemake dies (`reprogrid.train.lifeline`).
     """
     parser = argparse.ArgumentParser(prog="python -m reprogrid.jobs.train")
     for name in ("run", "task", "params", "experiment", "split", "data", "checks", "log"):
@@ -286,10 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rung", help="where a rung writes what the run reached")
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--gpus", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (Datasets)")
     parser.add_argument("--code", help="the code fingerprint the run was planned with")
     args = parser.parse_args(argv)
-    logs.setup_logging(args.log)
-    eager.skip_compiler()
     job = TrainJob(
         run=args.run,
         task=args.task,
@@ -305,11 +345,23 @@ def main(argv: list[str] | None = None) -> int:
         },
         threads=args.threads,
         gpus=args.gpus,
+        workers=args.workers,
         repo_dir=str(REPO),
         planned_code=args.code,
         until=args.until,
     )
-    return train_job(job)
+    run_claim = claim.RunClaim(job.run, job.run_dir, claim.this_process(job.id, capture.now()))
+    try:
+        run_claim.take(wait=CLAIM_WAIT_SECONDS)
+    except claim.Claimed as refusal:
+        # Before the log is opened: a refused job adds nothing to the folder the holder writes.
+        print(f"reprogrid: {refusal}", file=sys.stderr)
+        return CLAIMED_EXIT
+    with run_claim:
+        logs.setup_logging(args.log)
+        lifeline.tie_to_controller()
+        eager.skip_compiler()
+        return train_job(job)
 
 
 def leave(status: int) -> None:

@@ -1,7 +1,7 @@
 """Tasks: the contract a research question plugs into, and the built-in tasks.
 
-`spec` reads what a task file declares without running it (planning); `runtime` imports it
-for a job and checks every call; `builtin/` holds the tasks reprogrid ships, written to the
-same contract as a user's. May import `reprogrid.data`, `reprogrid.models` and the ground
-floor (`atomic`, `paths`); nothing here imports the training loop or the analysis.
+`spec` reads what a task file declares without running it (planning) and owns the metric
+table (names, directions, the best-epoch rule); `runtime` imports a task file for a job and
+checks every call. The ground floor: imports nothing of reprogrid. `builtin/` holds the tasks
+reprogrid ships, loaded by file like a user's; they may import `datasets` and `train.models`.
 """

@@ -21,11 +21,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, IterableDataset
 
 from reprogrid.tasks.spec import TaskError, TaskSpec, read
 
-# What `load` returns beside any facts of its own.
+# What `load` returns beside any facts of its own: the split tensors, or the split Datasets
+# of data that does not fit in memory.
 SPLIT_KEYS = ("train_x", "train_y", "test_x", "test_y")
+DATASET_KEYS = ("train", "test")
 FACT_TYPES = (bool, int, float, str)
 
 
@@ -68,6 +71,21 @@ def _own(tensor: torch.Tensor, storages: set[int]) -> torch.Tensor:
     return tensor
 
 
+def holds_datasets(data: Mapping[str, Any]) -> bool:
+    """Whether `data`, as `Task.load` returns it or a training job opens it, holds the two
+    split Datasets of data that does not fit in memory rather than tensors."""
+    return isinstance(data.get("train"), Dataset)
+
+
+def _map_style(value: Any) -> bool:
+    """Whether `value` is a Dataset read by index, whose length is known."""
+    return (
+        isinstance(value, Dataset)
+        and not isinstance(value, IterableDataset)
+        and hasattr(value, "__len__")
+    )
+
+
 class Task:
     """A task's functions, called as the contract says and checked on the way out."""
 
@@ -77,6 +95,7 @@ class Task:
         self._with_params = {
             "loss": _takes_params(module.loss, 3),
             "evaluate": _takes_params(module.evaluate, 3),
+            "evaluate_batches": _takes_params(module.evaluate, 2),
         }
 
     @classmethod
@@ -87,12 +106,17 @@ class Task:
     def _fail(self, function: str, problem: str) -> TaskError:
         return TaskError(f"task {self.spec.name}: {function} {problem}")
 
-    def load(self, raw: str | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """The task's data from `raw` (data.raw_dir): the four split tensors, contiguous, and
-        the facts it returned beside them (numbers and strings), each checked."""
+    def load(self, raw: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The task's data from `raw` (data.raw_dir) and the facts it returned beside them
+        (numbers and strings), each checked: the four split tensors, contiguous, or the two
+        split Datasets of data that does not fit in memory (`holds_datasets`)."""
         data = self.module.load(raw)
         if not isinstance(data, Mapping):
             raise self._fail("load", f"returned {type(data).__name__}, not a dict of tensors")
+        if any(key in data for key in DATASET_KEYS) or any(
+            isinstance(value, Dataset) for value in data.values()
+        ):
+            return self._datasets(data)
         missing = [key for key in SPLIT_KEYS if key not in data]
         if missing:
             raise self._fail(
@@ -116,6 +140,61 @@ class Task:
                     "give each split one y per x, and at least one",
                 )
         return tensors, facts
+
+    def _datasets(self, data: Mapping[str, Any]) -> tuple[dict[str, Dataset], dict[str, Any]]:
+        """The two split Datasets `load` returned, and its facts, each checked."""
+        missing = [key for key in DATASET_KEYS if key not in data]
+        if missing:
+            raise self._fail(
+                "load",
+                f"returned no {', '.join(missing)}; return both Datasets, "
+                '{"train": ..., "test": ...}, or the four split tensors',
+            )
+        datasets, facts = {}, {}
+        for key, value in data.items():
+            if key in DATASET_KEYS and _map_style(value):
+                datasets[key] = value
+            elif key not in DATASET_KEYS and isinstance(value, FACT_TYPES):
+                facts[key] = value
+            else:
+                kind = (
+                    "a map-style torch.utils.data.Dataset (with __len__ and __getitem__)"
+                    if key in DATASET_KEYS
+                    else "a number or a string beside Datasets"
+                )
+                raise self._fail("load", f"returned {key} as {type(value).__name__}; give {kind}")
+        for split, dataset in datasets.items():
+            if len(dataset) == 0:
+                raise self._fail("load", f"returned an empty {split} Dataset; give it one item")
+        return datasets, facts
+
+    def batch(self, items: list[Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items of a split's Dataset as one batch: every `x` stacked, every `y` stacked;
+        an item that is not two tensors, or tensors of another shape, is refused."""
+        for item in items:
+            if not (
+                isinstance(item, tuple | list)
+                and len(item) == 2
+                and all(isinstance(part, torch.Tensor) for part in item)
+            ):
+                what = (
+                    f"({', '.join(type(part).__name__ for part in item)})"
+                    if isinstance(item, tuple | list)
+                    else type(item).__name__
+                )
+                raise self._fail(
+                    "load", f"returned a {split} Dataset whose item is {what}; give (x, y) tensors"
+                )
+        xs, ys = [item[0] for item in items], [item[1] for item in items]
+        for name, parts in (("x", xs), ("y", ys)):
+            shapes = {tuple(part.shape) for part in parts}
+            if len(shapes) > 1:
+                raise self._fail(
+                    "load",
+                    f"returned a {split} Dataset whose items' {name} differ in shape "
+                    f"({', '.join(map(str, sorted(shapes)))}); give every {name} one shape",
+                )
+        return torch.stack(xs), torch.stack(ys)
 
     def inputs(self, x: torch.Tensor, data: Mapping[str, Any]) -> torch.Tensor:
         """A split's inputs as the model takes them, once on the device (hook `inputs`)."""
@@ -163,7 +242,16 @@ class Task:
     def evaluate(self, model, x, y, params, split: str) -> dict[str, float]:
         """The task's metrics on one split, as floats, every declared one and no other."""
         args = (model, x, y, params) if self._with_params["evaluate"] else (model, x, y)
-        found = self.module.evaluate(*args)
+        return self._metrics(self.module.evaluate(*args), split)
+
+    def evaluate_batches(self, model, batches, params, split: str) -> dict[str, float]:
+        """The metrics of a Dataset task on one split, whose `(x, y)` batches `batches`
+        yields, as `evaluate` checks them."""
+        with_params = self._with_params["evaluate_batches"]
+        args = (model, batches, params) if with_params else (model, batches)
+        return self._metrics(self.module.evaluate(*args), split)
+
+    def _metrics(self, found: Any, split: str) -> dict[str, float]:
         if not isinstance(found, Mapping):
             raise self._fail("evaluate", f"returned {type(found).__name__}, not a dict of metrics")
         missing = [name for name in self.metrics.names if name not in found]

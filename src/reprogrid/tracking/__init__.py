@@ -7,11 +7,11 @@ metrics. Credentials live only in the environment or a git-ignored `.env`, where
 libraries read them; nothing here copies them anywhere.
 
 This module imports neither tracker: planning checks them with `check` without loading them.
+May import `record` and `plan`.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 import json
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from reprogrid import paths, provenance
+from reprogrid.plan import paths
+from reprogrid.record import damage, provenance
 
 TRACKERS = ("mlflow", "wandb")
 INSTALL_HINT = "pip install -e '.[tracking]'"
@@ -139,38 +140,23 @@ class TrackedRun:
         return found
 
 
-def load_run(run_dir: str | Path) -> TrackedRun:
-    """A finished run folder, read whole; refused when a file is missing or broken."""
+def load_run(run_dir: str | Path, with_model: bool = False) -> TrackedRun:
+    """A finished run folder, read whole; refused when a file is missing or damaged
+    (`damage.check_run`; its model.pt too when the model goes `with_model`)."""
     folder = Path(run_dir)
-    facts = run_facts(folder)
-    columns, history = read_history(folder / "history.csv")
+    files = paths.files_in(folder)
+    try:
+        _, metrics = damage.check_run(files if with_model else files._replace(model=None))
+        columns, history = damage.read_history(files.history)
+    except provenance.ProvenanceError as error:
+        raise TrackingError(str(error)) from None
     return TrackedRun(
         folder=folder,
-        facts=facts,
+        facts=run_facts(folder),
         columns=columns,
         history=history,
-        metrics=_read_json(folder / "metrics.json"),
+        metrics=metrics,
     )
-
-
-def read_history(path: str | Path) -> tuple[tuple[str, ...], list[dict[str, float]]]:
-    """history.csv's columns and rows, every value a float (exact: the file holds repr)."""
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            rows = [{key: float(value) for key, value in row.items()} for row in reader]
-            columns = tuple(reader.fieldnames or ())
-    except (OSError, ValueError) as err:
-        raise TrackingError(f"cannot read {path}: {err}; retrain the run") from None
-    return columns, rows
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise TrackingError(f"cannot read {path}: {err}; retrain the run") from None
 
 
 def param_value(value: Any) -> str:

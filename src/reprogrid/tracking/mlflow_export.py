@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from reprogrid import paths
+from reprogrid.plan import paths
 from reprogrid.tracking import (
     KEY_TAG,
     TrackedRun,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reprogrid import paths
+from reprogrid.plan import paths
 from reprogrid.tracking import TrackedRun, tracking_dir, wandb_run_id
 
 log = logging.getLogger("reprogrid")

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from reprogrid import catalog, data, models
+from reprogrid.datasets import catalog, data
+from reprogrid.train import models
 
 ARCHS = ("mlp", "cnn", "speedcnn", "examples_cnn")
 PARAMS = {}
