@@ -7,19 +7,27 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
 import idxdata
-from reprogrid import config as configuration
-from reprogrid import data, grid, training
+from reprogrid.config import resolve as configuration
+from reprogrid.config import schema as config_schema
+from reprogrid.datasets import data
+from reprogrid.plan import grid
+from reprogrid.record import provenance
 from reprogrid.tasks import runtime
 from reprogrid.tasks import spec as taskspec
+from reprogrid.train import training
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = configuration.load_schema(REPO / "workflow/schemas/config.schema.yaml")
+SCHEMA = config_schema.load_schema(REPO / "workflow/schemas/config.schema.yaml")
+# The run `valid_record` describes.
+RECORD_RUN = "arch=mlp/lr=0.003/seed=0"
 PROJECT_PARTS = ("Snakefile", "workflow", "config", "scripts", "envs", "profiles", "src")
 
 
@@ -107,7 +115,7 @@ def reprogrid(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
     """The `reprogrid` command, run from the source tree like an installed entry point."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     return subprocess.run(
-        [sys.executable, "-m", "reprogrid.cli", *args],
+        [sys.executable, "-m", "reprogrid.commands.cli", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -176,3 +184,124 @@ def assert_refused(result, *fragments):
     assert message[0].startswith("reprogrid: "), output
     for fragment in fragments:
         assert fragment in message[0], output
+
+
+def git(folder: Path, *args: str) -> str:
+    """Run git in `folder` as a throwaway identity; its output."""
+    return subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+def git_project(folder: Path) -> Path:
+    """A fresh clone's worth of the project in `folder`: its files, committed once."""
+    copy_project(folder)
+    shutil.copy2(REPO / ".gitignore", folder / ".gitignore")
+    git(folder, "init", "--quiet")
+    git(folder, "add", "--all")
+    git(folder, "commit", "--quiet", "-m", "the project")
+    return folder
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("reprogrid: ")
+    assert fragment in result.stderr
+
+
+def valid_record(remote: str = "https://example.org/lab/reprogrid.git") -> dict:
+    """A well-formed provenance record of run RECORD_RUN, made on a dirty tree."""
+    return {
+        "format": provenance.FORMAT,
+        "run": RECORD_RUN,
+        "experiment": "tiny",
+        "config": {
+            "task": {
+                "name": "idx_classification",
+                "file": "src/reprogrid/tasks/builtin/idx_classification.py",
+                "fingerprint": "ab12cd34",
+                "commit": "0123456789abcdef0123456789abcdef01234567",
+                "dirty": True,
+            },
+            "data": {
+                "dataset": "mnist",
+                "raw_dir": None,
+                "verify": True,
+                "val_fraction": 0.1,
+                "split_seed": 0,
+            },
+            "train": {"arch": "mlp", "lr": 0.003, "seed": 0, "epochs": 1},
+            "resources": {"threads": 1, "gpu": 0},
+        },
+        "code": {
+            "commit": "0123456789abcdef0123456789abcdef01234567",
+            "dirty": True,
+            "branch": "main",
+            "remote": remote,
+            "untracked_sources": [],
+            "patch": "uncommitted.patch",
+            "fingerprint": "c0de0001",
+            "at_end": None,
+        },
+        "data": {
+            "raw_sha256": {"train-images-idx3-ubyte.gz": "ab" * 32},
+            "prepared_sha256": "cd" * 32,
+        },
+        "machine": {
+            "hostname": "node1",
+            "platform": "Linux",
+            "cpu": "x86_64",
+            "cpu_count": 8,
+            "device": "cpu",
+            "gpus": [],
+            "python": "3.11.7",
+            "cuda": None,
+            "cudnn": None,
+        },
+        "job": {
+            "id": "0123456789ab",
+            "started": "2026-01-01T00:00:00+00:00",
+            "finished": "2026-01-01T00:01:00+00:00",
+            "resumed_from_epoch": None,
+            "model_parameters": 1000,
+            "command": {
+                "argv": ["train"],
+                "target": f"results/tiny/runs/{RECORD_RUN}/metrics.json",
+            },
+            "outputs": {"metrics.json": "ef" * 32},
+        },
+        "env": {},
+        "packages": {"torch": "2.14.1+cpu", "torchvision": "0.29.1"},
+    }
+
+
+@contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (`200k`) mounted on `folder` for the block: a real disk that fills up.
+
+    The test is skipped where mounting is not permitted (not root, or a container without
+    the right to mount); the tmpfs is unmounted however the block ends.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("a full disk is tested on a tmpfs, and mounting one needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(
+            "a full disk is tested on a tmpfs, which cannot be mounted here: "
+            + mounted.stderr.strip()
+        )
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
