@@ -30,6 +30,7 @@ from reprogrid.train import training
 
 TASK = '''"""Predict y from the two features of one .npy file per example."""
 
+import os
 import time
 from pathlib import Path
 
@@ -43,21 +44,22 @@ METRICS = {"mse": "min", "mae": "min"}
 
 
 class Rows(Dataset):
-    def __init__(self, folder, item_seconds):
+    def __init__(self, folder, pace):
         self.files = sorted(Path(folder).glob("*.npy"))
-        self.item_seconds = item_seconds
+        self.pace = pace
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, index):
-        time.sleep(self.item_seconds)
+        # Read at each item, so that a test can slow an epoch down while it runs.
+        time.sleep(float(self.pace.read_text()))
         row = torch.from_numpy(np.load(self.files[index]))
         return row[:2] + 0.01 * torch.randn(2), row[2]
 
 
 def load(raw_dir):
-    slow = float((Path(raw_dir) / "item_seconds.txt").read_text())
+    slow = Path(os.environ.get("ROWS_PACE", Path(raw_dir) / "item_seconds.txt"))
     return {
         "train": Rows(Path(raw_dir) / "train", slow),
         "test": Rows(Path(raw_dir) / "test", slow),
@@ -186,14 +188,29 @@ def trainers(process: subprocess.Popen) -> list[int]:
     return found
 
 
+def set_pace(path: Path, item_seconds: float) -> None:
+    """Set the seconds the task sleeps per item; a whole file at every read of its workers."""
+    path.with_suffix(".new").write_text(f"{item_seconds}\n")
+    path.with_suffix(".new").replace(path)
+
+
 @pytest.mark.workflow
-def test_sigterm_mid_epoch_with_workers_resumes_to_the_same_bytes(tmp_path, rows, reference):
+def test_sigterm_mid_epoch_with_workers_resumes_to_the_same_bytes(
+    tmp_path, monkeypatch, rows, reference
+):
     config = dataset_config(tmp_path, rows, workers=2)
     folder = dataset_project(tmp_path / "stopped")
     output = tmp_path / "stopped.txt"
+    pace = tmp_path / "pace.txt"
+    set_pace(pace, 0.003)
+    monkeypatch.setenv("ROWS_PACE", str(pace))
     process = start(folder, config, output)
-    # Once epoch 1 is saved, epoch 2's workers start: the job and its two workers.
-    while not (run_file(folder, "checkpoint.pt").exists() and len(pids := trainers(process)) == 3):
+    while not run_file(folder, "checkpoint.pt").exists():
+        assert process.poll() is None, output.read_text()
+    # Epoch 1 is saved: epoch 2 now takes many seconds, so the signal lands while it is under way
+    # however slowly this loop is scheduled. Its workers are up when the job has three pids.
+    set_pace(pace, 0.1)
+    while len(pids := trainers(process)) != 3:
         assert process.poll() is None, output.read_text()
     # A cluster's time limit signals every process of the job, its workers too.
     for pid in pids:
@@ -204,6 +221,7 @@ def test_sigterm_mid_epoch_with_workers_resumes_to_the_same_bytes(tmp_path, rows
     assert stopped and "Traceback" not in text, text
     epoch, batch = stopped.groups()
     assert int(batch) > 0
+    set_pace(pace, 0.003)
     snakemake(folder, "--unlock", "--configfile", str(config))
     target = str(run_file(folder, "model.pt").relative_to(folder))
     result = snakemake(
