@@ -8,6 +8,7 @@ train keys, its ARCHS the enum of arch and its first metric the default of every
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -31,7 +32,8 @@ def load_schema(path: str | Path, task: taskspec.TaskSpec | None = None) -> dict
     """The config schema for `task` (default: the built-in default task), with what depends
     on the task filled in (`for_task`) and the data sets' names, and `grid` and
     `search.space` derived from `train`."""
-    schema = load_yaml(path)
+    stat = Path(path).stat()
+    schema = copy.deepcopy(_schema_file(str(path), stat.st_mtime_ns, stat.st_size))
     schema["x-file"] = str(path)
     task = task or taskspec.read(taskspec.DEFAULT)
     _fill_task(schema, task)
@@ -63,6 +65,14 @@ def load_schema(path: str | Path, task: taskspec.TaskSpec | None = None) -> dict
         for key, spec in train.items()
     }
     return schema
+
+
+@functools.lru_cache(maxsize=4)
+def _schema_file(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """The schema file as read, once per version of it (its modification time and size are
+    the rest of the key): `for_task` makes the schema again from it, and parsing the YAML is
+    most of what making one costs."""
+    return load_yaml(path)
 
 
 def for_task(schema: Mapping[str, Any], task: taskspec.TaskSpec) -> dict[str, Any]:
