@@ -277,11 +277,11 @@ def run_params(wildcards):
     return JsonParam(RUNS[wildcards.run])
 
 
-def train_device(wildcards):
-    """The kind of device a run trains on: "cuda" where its job asks for a GPU (config key
-    resources.gpu, or --set-resources train:gpu=N), else "cpu". A param of wildcards alone,
-    so that Snakemake's params trigger compares it (a param reading the job's resources does
-    not count)."""
+def train_device():
+    """The kind of device the runs train on: "cuda" where the train job asks for a GPU
+    (config key resources.gpu, or --set-resources train:gpu=N), else "cpu". The same for
+    every job, so read once, and a value, so that Snakemake's params trigger compares it (a
+    param reading the job's resources does not count)."""
     overrides = (workflow.resource_settings.overwrite_resources or {}).get("train", {})
     gpus = overrides["gpu"] if "gpu" in overrides else TRAIN["gpu"]
     return "cuda" if int(getattr(gpus, "value", gpus)) > 0 else "cpu"
@@ -294,13 +294,6 @@ def train_outputs(wildcards, output):
     if "epochs" in wildcards.keys():
         flags.insert(0, f"--until {int(wildcards.epochs)}")
     return " ".join(flags)
-
-
-def train_workers(wildcards, resources):
-    """The DataLoader workers of a job whose task reads Datasets (`resources.workers`). A
-    param that reads the job's resources is one Snakemake's params trigger leaves out: the
-    worker count changes no result, so changing it plans nothing again."""
-    return config["resources"]["workers"]
 
 
 def train_priority(wildcards):

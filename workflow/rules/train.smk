@@ -22,6 +22,9 @@ rule train:
         mem_mb=lambda wildcards, attempt: TRAIN["mem_mb"] * attempt,
         runtime=lambda wildcards, attempt: TRAIN["runtime"] * attempt,
         gpu=TRAIN["gpu"],
+        # DataLoader workers of a task whose `load` returns Datasets: a resource, as they
+        # change no result, so changing them plans nothing again (a param would).
+        workers=TRAIN["workers"],
     params:
         train=run_params,
         task=TASK.name,
@@ -34,11 +37,10 @@ rule train:
         # What else decides the run's arithmetic, so part of its identity: the threads torch
         # splits its sums over and the kind of device (config/README.md, "Run identity").
         threads=TRAIN["threads"],
-        device=train_device,
+        device=train_device(),
         # What the job writes, as its flags: a rung of a search (train_rung, which is this
         # rule with other outputs) also says the epoch it stops at.
         outputs=train_outputs,
-        workers=train_workers,
     message:
         "Training {wildcards.run} ({threads} thread(s), {resources.gpu} GPU(s), "
         "{resources.mem_mb} MB, {resources.runtime} min)"
@@ -47,4 +49,4 @@ rule train:
         " --params {params.train:q} --experiment {params.experiment:q} --split {params.split:q}"
         " --data {input.data:q} --checks {input.checks:q} --log {log:q} {params.outputs}"
         " --threads {params.threads} --gpus {resources.gpu} --code {params.code:q}"
-        " --workers {params.workers}"
+        " --workers {resources.workers}"
