@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from reprogrid.analysis import audit
-from reprogrid.plan import paths
+from reprogrid.plan import grid, paths
 from reprogrid.record import provenance
 from reprogrid.record.provenance import shown
 
@@ -284,11 +284,9 @@ def plan(run_dir: str | Path, source: str | None, raw_dir: str | None) -> Plan:
     axes = paths.parse_run_id(record.run)
     names = folder.resolve().parents[len(axes)] / paths.RUN_NAMES
     try:
-        kept = json.loads(names.read_text(encoding="utf-8")) if names.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReproduceError(f"{names} cannot be read ({err}); restore it or delete it") from None
-    if not isinstance(kept, dict):
-        raise ReproduceError(f"{names} holds no JSON object; restore it or delete it")
+        kept = grid.read_run_names(names, record.experiment)
+    except grid.RunNamesError as err:
+        raise ReproduceError(str(err)) from None
     run_names = {key: kept[key] for key in axes if key in kept} or None
     return Plan(
         run_dir=folder.resolve(),

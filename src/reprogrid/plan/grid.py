@@ -112,7 +112,12 @@ def id_defaults(schema: Mapping[str, Any], kept: Mapping[str, Any]) -> dict[str,
 
 def read_id_defaults(experiment: str) -> dict[str, Any]:
     """The experiment's record of the values its run ids leave out; {} before its first run."""
-    path = Path(paths.id_defaults_file(experiment))
+    return read_run_names(Path(paths.id_defaults_file(experiment)), experiment)
+
+
+def read_run_names(path: Path, experiment: str) -> dict[str, Any]:
+    """The record at `path` (`paths.RUN_NAMES`) of the values the run ids of `experiment`
+    leave out; {} where there is none."""
     try:
         kept = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
